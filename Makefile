@@ -1,0 +1,41 @@
+# Every target bootstraps .venv from the project's own files, so each works on a fresh machine.
+PY      ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed
+SYSDEPS := .venv/.sysdeps
+PYTEST_WORKERS ?= 2
+
+.PHONY: run test lint bench bench-compare sysdeps clean
+
+$(STAMP): pyproject.toml
+	test -d $(VENV) || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $(STAMP)
+
+# System packages the tests drive for real (Chromium, Prometheus, PostgreSQL client).
+$(SYSDEPS): scripts/install-system-deps.sh
+	bash scripts/install-system-deps.sh test
+	@mkdir -p $(VENV) && touch $(SYSDEPS)
+
+run: $(STAMP)
+	$(BIN)/esafety run
+
+test: $(STAMP) $(SYSDEPS)
+	$(BIN)/ruff check .
+	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadgroup tests/unit tests/integration tests/browser
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/mypy esafety proxy_addons
+
+bench: $(STAMP)
+	bash scripts/install-system-deps.sh bench
+	$(BIN)/python -m tests.bench.run $(if $(QUICK),--quick,)
+
+bench-compare: $(STAMP)
+	$(BIN)/python -m tests.bench.compare
+
+clean:
+	rm -rf $(VENV) var .pytest_cache

@@ -1,0 +1,40 @@
+"""`esafety`: one console script; each command group lives in esafety/commands/<name>.py.
+
+A command module exposes `register(subparsers)`, adding its parser(s) with `set_defaults(func=...)`;
+`func(args) -> int` is the exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+COMMAND_MODULES = (
+    "esafety.commands.run",
+    "esafety.commands.policy",
+    "esafety.commands.lists",
+    "esafety.commands.db",
+    "esafety.commands.users",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="esafety", description="School network monitoring and e-safety enforcement")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,104 @@
+"""A compact, memory-mapped domain -> category-bitmask index for millions of domains.
+
+Each domain is stored as a 64-bit xxh3 hash in an open-addressing table (load <= 0.5), with a
+parallel table of category bitmasks. One million domains take 32 MiB of table, shared read-only
+through mmap, instead of ~100 MB as a Python set of strings; a compiled index loads in
+milliseconds. A lookup hashes each label suffix of the host (`a.b.example` -> `a.b.example`,
+`b.example`, `example`): whole-label matching falls out of that for free.
+
+The false-positive chance of a 64-bit hash is ~n/2**64 per lookup: negligible at school scale.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import struct
+from array import array
+from collections.abc import Iterable
+from pathlib import Path
+
+import xxhash
+
+_MAGIC = b"ESDX0001"
+_HEADER = struct.Struct("<8sQQ")  # magic, slots, entries
+_hash = xxhash.xxh3_64_intdigest
+
+
+def _key(domain: bytes) -> int:
+    return _hash(domain) | 1  # 0 marks an empty slot
+
+
+class DomainIndex:
+    __slots__ = ("_keys", "_masks", "_mask", "entries", "_mm")
+
+    def __init__(self, keys: memoryview | array, masks: memoryview | array, entries: int, mm: mmap.mmap | None = None):
+        self._keys = keys
+        self._masks = masks
+        self._mask = len(keys) - 1
+        self.entries = entries
+        self._mm = mm
+
+    @classmethod
+    def build(cls, items: Iterable[tuple[str, int]]) -> DomainIndex:
+        """items: (normalised domain, category bit). A domain in several categories ORs its bits."""
+        merged: dict[int, int] = {}
+        for domain, bit in items:
+            k = _key(domain.encode())
+            merged[k] = merged.get(k, 0) | bit
+        slots = 1 << max(4, (len(merged) * 2 - 1).bit_length())
+        keys = array("Q", bytes(8 * slots))
+        masks = array("Q", bytes(8 * slots))
+        m = slots - 1
+        for k, bits in merged.items():
+            i = k & m
+            while keys[i]:
+                i = (i + 1) & m
+            keys[i] = k
+            masks[i] = bits
+        return cls(keys, masks, len(merged))
+
+    def save(self, path: Path) -> None:
+        tmp = path.with_suffix(".tmp")
+        with open(tmp, "wb") as fh:
+            fh.write(_HEADER.pack(_MAGIC, len(self._keys), self.entries))
+            fh.write(memoryview(self._keys).cast("B"))
+            fh.write(memoryview(self._masks).cast("B"))
+        os.replace(tmp, path)  # atomic: a reader never sees half an index
+
+    @classmethod
+    def load(cls, path: Path) -> DomainIndex:
+        with open(path, "rb") as fh:
+            mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+        magic, slots, entries = _HEADER.unpack_from(mm, 0)
+        if magic != _MAGIC or mm.size() != _HEADER.size + 16 * slots or slots & (slots - 1):
+            mm.close()
+            raise ValueError(f"{path}: not a compiled esafety domain index")
+        view = memoryview(mm)
+        keys = view[_HEADER.size:_HEADER.size + 8 * slots].cast("Q")
+        masks = view[_HEADER.size + 8 * slots:].cast("Q")
+        return cls(keys, masks, entries, mm)
+
+    def lookup(self, host: str) -> int:
+        """OR of the category bits of the host and every parent domain of it."""
+        keys, m = self._keys, self._mask
+        b = host.encode()
+        bits = 0
+        start = 0
+        while True:
+            k = _hash(b[start:]) | 1
+            i = k & m
+            while True:
+                v = keys[i]
+                if v == k:
+                    bits |= self._masks[i]
+                    break
+                if not v:
+                    break
+                i = (i + 1) & m
+            start = b.find(b".", start) + 1
+            if not start:
+                return bits
+
+    def __len__(self) -> int:
+        return self.entries

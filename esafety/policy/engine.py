@@ -1,0 +1,316 @@
+"""decide(Request, Identity) -> Decision: the per-request verdict. Pure and I/O-free once built.
+
+Building (compile) reads the lists and the compiled-index cache; deciding touches only memory.
+Order of a decision, top to bottom:
+  1. normalise the host; one index lookup gives its categories, exceptions and no-inspect bits;
+  2. add categories derived from the request itself (IP literal, DoH shape, web-proxy URL, URL lists);
+  3. a group exception allows outright;
+  4. the first rule for the group whose categories and schedule match decides;
+  5. allowed searches are made safe and matched against the safeguarding watch lists.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import logging
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from tqdm import tqdm
+
+from esafety.identity import Identity
+from esafety.policy.domainindex import DomainIndex
+from esafety.policy.lists import file_signature, normalise_domain, read_list
+from esafety.policy.model import Decision, Flag, Request
+from esafety.policy.schema import Action, Group, Policy, Rule
+from esafety.policy.searches import engine_of, safe_search_rewrite, search_query
+from esafety.policy.text import Matcher, fold
+
+log = logging.getLogger("esafety.policy")
+
+_DOH_TYPES = ("application/dns-message", "application/dns-json")
+
+
+class EngineError(Exception):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class _CompiledRule:
+    rule: Rule
+    mask: int  # category bits; 0 means any request
+    when: str | None
+    unless: str | None
+
+
+class Engine:
+    def __init__(self, policy: Policy, index: DomainIndex, url_prefixes: dict[str, list[tuple[str, int]]],
+                 list_counts: dict[str, int]):
+        self.policy = policy
+        self.index = index
+        self.list_counts = list_counts
+        cats = list(policy.categories)
+        self._cat_names = cats
+        self._bit = {name: 1 << i for i, name in enumerate(cats)}
+        self._no_inspect_bit = 1 << len(cats)
+        self._exception_bit = {g: 1 << (len(cats) + 1 + i) for i, g in enumerate(sorted(policy.exceptions))}
+        self._url_prefixes = url_prefixes
+        self._regexes = [(rx, self._bit[c.name]) for c in policy.categories.values() for rx in c.regexes]
+        self._uncategorised = self._bit["uncategorised"]
+        self._rules: dict[str, tuple[_CompiledRule, ...]] = {
+            g.name: tuple(self._compile_rule(r) for r in policy.rules if not r.groups or r.groups & g.lineage)
+            for g in policy.groups.values()
+        }
+        self._exceptions_for: dict[str, int] = {
+            g.name: sum(bit for name, bit in self._exception_bit.items() if name in g.lineage)
+            for g in policy.groups.values()
+        }
+        self._safe_search_for = {g.name for g in policy.groups.values() if policy.safe_search.enforce_for & g.lineage}
+        self._watch = Matcher((t, wl) for wl in policy.watch_lists for t in wl.terms)
+        self._tz = ZoneInfo(policy.timezone)
+        self._minute = -1
+        self._active: frozenset[str] = frozenset()
+        self._cache: dict[tuple[int, int], Decision] = {}
+        self.allow_default = Decision(Action.ALLOW, "uncategorised", "default", "")
+
+    # -- build ---------------------------------------------------------------------------------
+
+    def _compile_rule(self, r: Rule) -> _CompiledRule:
+        mask = 0
+        for c in r.categories:
+            mask |= self._bit[c]
+        return _CompiledRule(r, mask, r.when, r.unless)
+
+    @classmethod
+    def build(cls, policy: Policy, lists_dir: Path | None = None, cache_dir: Path | None = None,
+              progress: bool = False) -> Engine:
+        """Compile the policy's lists (plus imported lists under lists_dir/<category>/) into an index.
+
+        The compiled index is cached by a signature of every input, so a restart with unchanged
+        lists maps the cached file instead of re-reading millions of lines.
+        """
+        cats = list(policy.categories)
+        if len(cats) + 1 + len(policy.exceptions) > 64:
+            raise EngineError("at most 63 categories and group exception sets together")
+        sources = _sources(policy, lists_dir)
+        sig = hashlib.sha256()
+        for cat, path, fmt in sources:
+            sig.update(f"{cat}|{fmt}|{file_signature(path)}\n".encode())
+        for c in policy.categories.values():
+            sig.update(f"{c.name}|{','.join(c.domains)}|{','.join(c.url_prefixes)}\n".encode())
+        for g, doms in sorted(policy.exceptions.items()):
+            sig.update(f"exc|{g}|{','.join(doms)}\n".encode())
+        sig.update(f"noinspect|{','.join(policy.no_inspect)}|{','.join(cats)}".encode())
+        digest = sig.hexdigest()[:24]
+        cache_file = cache_dir / f"domains-{digest}.idx" if cache_dir else None
+        meta_file = cache_dir / f"domains-{digest}.meta" if cache_dir else None
+
+        url_prefixes: dict[str, list[tuple[str, int]]] = {}
+        counts: dict[str, int] = dict.fromkeys(cats, 0)
+        bit = {name: 1 << i for i, name in enumerate(cats)}
+        index = None
+        if cache_file and meta_file and cache_file.exists() and meta_file.exists():
+            try:
+                index = DomainIndex.load(cache_file)
+                counts, url_prefixes = _read_meta(meta_file, bit)
+            except (ValueError, OSError) as exc:
+                log.warning("compiled index unusable, rebuilding", extra={"fields": {"error": str(exc)}})
+                index = None
+        if index is None:
+            items: list[tuple[str, int]] = []
+            for cat, path, fmt in tqdm(sources, desc="compiling lists", unit="list", disable=not progress):
+                entries = read_list(path, fmt)
+                items.extend((d, bit[cat]) for d in entries.domains)
+                counts[cat] += len(entries.domains) + len(entries.urls)
+                for u in entries.urls:
+                    host, _, p = u.partition("/")
+                    url_prefixes.setdefault(host, []).append(("/" + p, bit[cat]))
+            for c in policy.categories.values():
+                for d in c.domains:
+                    nd = normalise_domain(d)
+                    if nd:
+                        items.append((nd, bit[c.name]))
+                        counts[c.name] += 1
+                for u in c.url_prefixes:
+                    host, _, p = u.partition("/")
+                    url_prefixes.setdefault(host, []).append(("/" + p, bit[c.name]))
+                    counts[c.name] += 1
+            no_inspect_bit = 1 << len(cats)
+            items.extend((d, no_inspect_bit) for d in map(normalise_domain, policy.no_inspect) if d)
+            for i, (_g, doms) in enumerate(sorted(policy.exceptions.items())):
+                items.extend((d, 1 << (len(cats) + 1 + i)) for d in map(normalise_domain, doms) if d)
+            index = DomainIndex.build(items)
+            if cache_file and meta_file:
+                cache_file.parent.mkdir(parents=True, exist_ok=True)
+                index.save(cache_file)
+                _write_meta(meta_file, counts, url_prefixes, cats)
+                index = DomainIndex.load(cache_file)  # serve from the shared mapping, not private memory
+        return cls(policy, index, url_prefixes, counts)
+
+    # -- decide --------------------------------------------------------------------------------
+
+    def categories_of(self, req: Request) -> tuple[str, int]:
+        """(normalised host, category and marker bits) for a request."""
+        host = req.host.lower().rstrip(".")
+        if not host.isascii():
+            host = normalise_domain(host) or host
+        if host and (host[-1].isdigit() or ":" in host):
+            try:
+                ipaddress.ip_address(host.strip("[]"))
+                bits = self._bit["ip_literal"]
+            except ValueError:
+                bits = self.index.lookup(host)
+        else:
+            bits = self.index.lookup(host)
+        prefixes = self._url_prefixes.get(host)
+        if prefixes:
+            path = req.path.lower()
+            for prefix, b in prefixes:
+                if path.startswith(prefix):
+                    bits |= b
+        if self._regexes:
+            target = f"{host}{req.path}?{req.query}"
+            for rx, b in self._regexes:
+                if rx.search(target):
+                    bits |= b
+        if self.policy.circumvention.doh_by_shape and (
+            req.path.endswith("/dns-query") or req.content_type.startswith(_DOH_TYPES)
+            or req.accept.startswith(_DOH_TYPES)
+        ):
+            bits |= self._bit["doh"]
+        if req.query:
+            for rx in self.policy.circumvention.web_proxy_patterns:
+                if rx.search(f"{req.path}?{req.query}"):
+                    bits |= self._bit["web_proxies"]
+                    break
+        return host, bits
+
+    def decide(self, req: Request, who: Identity, now: float | None = None) -> Decision:
+        group = self.policy.groups.get(who.group) or self.policy.groups[self.policy.default_group]
+        host, bits = self.categories_of(req)
+        if bits & self._exceptions_for[group.name]:
+            return Decision(Action.ALLOW, self._first_category(bits) or "exception", f"exception:{group.name}", "")
+        cat_bits = bits & (self._no_inspect_bit - 1) or self._uncategorised
+        active = self._active_schedules(time.time() if now is None else now)
+        for i, cr in enumerate(self._rules[group.name]):
+            hit = cat_bits & cr.mask if cr.mask else cat_bits
+            if not hit:
+                continue
+            if (cr.when and cr.when not in active) or (cr.unless and cr.unless in active):
+                continue
+            category = self._cat_names[(hit & -hit).bit_length() - 1]
+            action = cr.rule.action
+            if action is Action.BLOCK:
+                return self._cached(i, hit, group, cr, category)
+            return self._allowed(req, host, group, Decision(action, category, cr.rule.id, cr.rule.clause))
+        category = self._cat_names[(cat_bits & -cat_bits).bit_length() - 1]
+        return self._allowed(req, host, group, Decision(Action.ALLOW, category, "default", ""))
+
+    def _cached(self, i: int, hit: int, group: Group, cr: _CompiledRule, category: str) -> Decision:
+        key = (id(cr), hit)
+        d = self._cache.get(key)
+        if d is None:
+            d = self._cache[key] = Decision(Action.BLOCK, category, cr.rule.id, cr.rule.clause)
+        return d
+
+    def _allowed(self, req: Request, host: str, group: Group, d: Decision) -> Decision:
+        """Safe search and the search-term watch lists apply to whatever was let through."""
+        if not req.query and "youtube" not in host:
+            return d
+        engine = engine_of(host)
+        if engine is None:
+            return d
+        rewrite = None
+        if group.name in self._safe_search_for:
+            rewrite = safe_search_rewrite(engine, req.path, group.youtube_restrict)
+        flags: tuple[Flag, ...] = ()
+        q = search_query(engine, req.path, req.query)
+        if q:
+            flags = self.watch(q)
+        if not rewrite and not flags:
+            return d
+        action = d.action
+        if flags and action is Action.ALLOW:
+            action = Action.FLAG
+        elif rewrite and action is Action.ALLOW:
+            action = Action.REWRITE
+        category = flags[0].category if flags else d.category
+        return Decision(action, category, d.rule, d.clause, d.flags + flags, rewrite)
+
+    def watch(self, query: str) -> tuple[Flag, ...]:
+        """Safeguarding watch-list matches in a search query, one flag per list."""
+        seen: dict[str, Flag] = {}
+        for _start, _term, wl in self._watch.find(fold(query)):
+            if wl.name not in seen:  # type: ignore[attr-defined]
+                seen[wl.name] = Flag(wl.category, wl.level, "search-term", query[:500])  # type: ignore[attr-defined]
+        return tuple(seen.values())
+
+    def no_inspect(self, host: str) -> bool:
+        """Hosts (banking, health) that are decided on SNI alone and never decrypted."""
+        nd = normalise_domain(host) if host else None
+        return bool(nd and self.index.lookup(nd) & self._no_inspect_bit)
+
+    def _first_category(self, bits: int) -> str | None:
+        cat_bits = bits & (self._no_inspect_bit - 1)
+        return self._cat_names[(cat_bits & -cat_bits).bit_length() - 1] if cat_bits else None
+
+    def _active_schedules(self, now: float) -> frozenset[str]:
+        minute = int(now // 60)
+        if minute != self._minute:
+            local = datetime.fromtimestamp(now, self._tz)
+            t, day = local.time(), local.weekday()
+            self._active = frozenset(
+                s.name for s in self.policy.schedules.values()
+                if any(day in w.days and w.start <= t < w.end for w in s.windows)
+            )
+            self._minute = minute
+        return self._active
+
+    def category_bits(self) -> dict[str, int]:
+        return dict(self._bit)
+
+
+def _sources(policy: Policy, lists_dir: Path | None) -> list[tuple[str, str, str]]:
+    out = [(c.name, f, c.list_format) for c in policy.categories.values() for f in c.lists]
+    if lists_dir and lists_dir.is_dir():
+        for cat_dir in sorted(lists_dir.iterdir()):
+            if cat_dir.is_dir() and cat_dir.name in policy.categories:
+                out.extend((cat_dir.name, str(f), "plain") for f in sorted(cat_dir.glob("*.txt")))
+                out.extend((cat_dir.name, str(f), "urls") for f in sorted(cat_dir.glob("*.urls")))
+    return out
+
+
+def _write_meta(path: Path, counts: dict[str, int], prefixes: dict[str, list[tuple[str, int]]],
+                cats: list[str]) -> None:
+    lines = [f"count\t{c}\t{n}" for c, n in counts.items()]
+    names = {1 << i: c for i, c in enumerate(cats)}
+    lines += [f"url\t{names[b]}\t{h}{p}" for h, ps in prefixes.items() for p, b in ps]
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    tmp.replace(path)
+
+
+def _read_meta(path: Path, bit: dict[str, int]) -> tuple[dict[str, int], dict[str, list[tuple[str, int]]]]:
+    counts: dict[str, int] = dict.fromkeys(bit, 0)
+    prefixes: dict[str, list[tuple[str, int]]] = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        kind, cat, value = line.split("\t", 2)
+        if cat not in bit:
+            raise ValueError(f"{path}: category '{cat}' no longer in the policy")
+        if kind == "count":
+            counts[cat] = int(value)
+        else:
+            host, _, p = value.partition("/")
+            prefixes.setdefault(host, []).append(("/" + p, bit[cat]))
+    return counts, prefixes
+
+
+def iter_suffixes(host: str) -> Iterator[str]:
+    parts = host.split(".")
+    for i in range(len(parts)):
+        yield ".".join(parts[i:])

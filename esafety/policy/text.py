@@ -1,0 +1,53 @@
+"""Text normalisation and Aho-Corasick matching shared by phrase scanning and search-term watching.
+
+Case- and accent-insensitive: text and patterns are folded the same way (NFKD, combining marks
+dropped, casefold). Matches must sit on word boundaries so "cut" does not fire inside "shortcut".
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Iterable
+
+import ahocorasick
+
+_MARKS = re.compile(r"[\u0300-\u036f]")
+_SPACE = re.compile(r"\s+")
+
+
+def fold(text: str) -> str:
+    if not text.isascii():
+        text = _MARKS.sub("", unicodedata.normalize("NFKD", text))
+    return _SPACE.sub(" ", text.casefold())
+
+
+class Matcher:
+    """Finds whole-word occurrences of many patterns; each pattern carries a payload."""
+
+    def __init__(self, patterns: Iterable[tuple[str, object]]):
+        self._ac = ahocorasick.Automaton()
+        n = 0
+        for pattern, payload in patterns:
+            key = fold(pattern).strip()
+            if key:
+                self._ac.add_word(key, (len(key), key, payload))
+                n += 1
+        self.size = n
+        if n:
+            self._ac.make_automaton()
+
+    def find(self, folded: str) -> list[tuple[int, str, object]]:
+        """(start offset, pattern, payload) for each whole-word match in already-folded text."""
+        if not self.size:
+            return []
+        out = []
+        last = len(folded) - 1
+        for end, (length, key, payload) in self._ac.iter(folded):
+            start = end - length + 1
+            if start > 0 and folded[start - 1].isalnum():
+                continue
+            if end < last and folded[end + 1].isalnum():
+                continue
+            out.append((start, key, payload))
+        return out
