@@ -1,0 +1,16 @@
+"""mitmproxy add-ons: thin adapters from flows to esafety.policy and back. Order matters:
+the runtime first, filtering before content checks, the access log last (it records the outcome)."""
+
+from __future__ import annotations
+
+
+def build() -> list[object]:
+    from proxy_addons.accesslog import AccessLog
+    from proxy_addons.content import ContentScan
+    from proxy_addons.dns_canary import DnsCanary
+    from proxy_addons.downloads import Downloads
+    from proxy_addons.filtering import Filtering
+    from proxy_addons.runtime import Runtime
+
+    rt = Runtime()
+    return [rt, Filtering(rt), Downloads(rt), ContentScan(rt), DnsCanary(rt), AccessLog(rt)]

@@ -34,7 +34,8 @@ class IncidentReport:
     def idempotency_key(self) -> str:
         if self.key:
             return self.key
-        basis = f"{self.source}|{self.category}|{self.subject}|{self.client_ip}|{self.occurred_at.isoformat()}|{self.ref}"
+        basis = "|".join(str(x) for x in (self.source, self.category, self.subject, self.client_ip,
+                                           self.occurred_at.isoformat(), self.ref))
         return hashlib.sha256(basis.encode()).hexdigest()[:40]
 
     def to_json(self) -> dict[str, Any]:

@@ -132,6 +132,10 @@ class _Reader:
         return out
 
 
+def _queue(v: str) -> str | None:
+    return None if v in QUEUES else f"queue must be one of {', '.join(QUEUES)}"
+
+
 def _level(v: int) -> str | None:
     return None if 1 <= v <= 5 else "risk level must be 1-5"
 
@@ -195,7 +199,8 @@ def _build(doc: _Doc, path: Path, text: str) -> Policy | None:  # noqa: C901 - o
         on_error = r.get(g, p, "on_error", str, default="block",
                          check=lambda v: None if v in ("allow", "block") else "on_error must be allow or block")
         yt = r.get(g, p, "youtube_restrict", (str, type(None)), default=None,
-                   check=lambda v: None if v in (None, "Strict", "Moderate") else "youtube_restrict is Strict or Moderate")
+                   check=lambda v: None if v in (None, "Strict", "Moderate")
+                   else "youtube_restrict is Strict or Moderate")
         groups[name] = Group(name, r.get(g, p, "description", str, default=""),
                              tuple(r.str_list(g, p, "parents")), Action(on_error or "block"), yt)
     for name, g in list(groups.items()):
@@ -405,11 +410,10 @@ def _build(doc: _Doc, path: Path, text: str) -> Policy | None:  # noqa: C901 - o
         if not isinstance(rd, dict):
             doc.error(p, "a routing rule is a mapping")
             continue
-        queue = r.get(rd, p, "queue", str, check=lambda v: None if v in QUEUES else f"queue must be one of {', '.join(QUEUES)}")
+        queue = r.get(rd, p, "queue", str, check=_queue)
         routes.append(Route(category_refs(rd, p, "categories"), r.get(rd, p, "min_level", int, default=1) or 1,
                             queue or "dsl", r.get(rd, p, "level", int, default=None, check=_level)))
-    default_queue = r.get(rt, ("routing",), "default_queue", str, default="it_services",
-                          check=lambda v: None if v in QUEUES else f"queue must be one of {', '.join(QUEUES)}")
+    default_queue = r.get(rt, ("routing",), "default_queue", str, default="it_services", check=_queue)
 
     nt = r.get(d, (), "notifications", dict, default={}) or {}
     ack = nt.get("ack_minutes", {5: 15, 4: 60, 3: 480, 2: 1440, 1: 2880})

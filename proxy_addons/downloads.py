@@ -1,0 +1,92 @@
+"""Download controls: executables, installers, disk images, torrents (and archives of them) for pupils.
+
+Headers decide first (extension, Content-Type, Content-Disposition filename); then magic bytes.
+A buffered body is checked whole (zip contents too); a streamed large body is checked on its
+first chunk, and the flow is killed if it is an executable, since its headers have already gone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterable
+
+from mitmproxy import http
+
+from esafety import metrics
+from esafety.policy.filetypes import by_content, by_headers
+from esafety.policy.model import Decision
+from esafety.policy.schema import Action
+from proxy_addons import blockpage
+from proxy_addons.flowstate import FlowState, state
+from proxy_addons.runtime import Runtime
+
+
+class Downloads:
+    def __init__(self, rt: Runtime):
+        self.rt = rt
+
+    def _applies(self, st: FlowState | None) -> bool:
+        engine = self.rt.engine
+        if st is None or engine is None or st.blocked_by:
+            return False
+        group = engine.policy.groups.get(st.who.group)
+        return bool(group and engine.policy.downloads.block_for & group.lineage)
+
+    def responseheaders(self, flow: http.HTTPFlow) -> None:
+        st = state(flow)
+        if not self._applies(st) or flow.response is None:
+            return
+        assert st is not None and self.rt.engine is not None
+        rules = self.rt.engine.policy.downloads
+        reason = by_headers(rules, flow.request.path.split("?", 1)[0], flow.response.headers.get("Content-Type", ""),
+                            flow.response.headers.get("Content-Disposition", ""))
+        if reason:
+            self._block(flow, st, reason)
+        elif flow.response.stream is False or flow.response.stream is None:
+            return
+        else:
+            flow.response.stream = self._stream_guard(flow, st)
+
+    def _stream_guard(self, flow: http.HTTPFlow, st: FlowState) -> Callable[[bytes], bytes | Iterable[bytes]]:
+        rules = self.rt.engine.policy.downloads  # type: ignore[union-attr]
+        first = True
+
+        def guard(chunk: bytes) -> bytes:
+            nonlocal first
+            if first and chunk:
+                first = False
+                reason = by_content(rules, chunk)
+                if reason:
+                    metrics.DOWNLOADS_BLOCKED.labels(reason="magic-streamed").inc()
+                    st.blocked_by = "download"
+                    flow.kill()
+                    return b""
+            return chunk
+
+        return guard
+
+    def response(self, flow: http.HTTPFlow) -> None:
+        st = state(flow)
+        if not self._applies(st) or flow.response is None or flow.response.stream:
+            return
+        assert st is not None and self.rt.engine is not None
+        body = flow.response.raw_content or b""
+        with contextlib.suppress(ValueError):  # undecodable content-encoding: judge the raw bytes
+            body = flow.response.content or b""
+        reason = by_content(self.rt.engine.policy.downloads, body[:0x8010], body)
+        if reason:
+            self._block(flow, st, reason)
+
+    def _block(self, flow: http.HTTPFlow, st: FlowState, reason: str) -> None:
+        engine = self.rt.engine
+        assert engine is not None
+        clause = engine.policy.downloads.clause
+        st.blocked_by = "download"
+        st.decision = Decision(Action.BLOCK, "download", f"download: {reason}", clause)
+        metrics.DOWNLOADS_BLOCKED.labels(reason=reason.split(" ", 1)[0]).inc()
+        html = blockpage.render(school=engine.policy.school, url=flow.request.pretty_url,
+                                category=f"Download not allowed ({reason})", clause=engine.policy.clause_text(clause),
+                                ref=st.ref, review_url=f"{self.rt.dashboard_url}/review",
+                                title="This download is blocked",
+                                lead="Pupils may not download programs, installers, disk images or torrents.")
+        flow.response = blockpage.response(html)

@@ -1,0 +1,196 @@
+"""Apply the policy to each request: decide, then block, warn, rewrite (safe search) or let through.
+
+Also: CONNECT only to the ports the policy allows; hosts on the no-inspect list (banking, health)
+and all hosts when interception is off are decided on the SNI alone and never decrypted.
+If deciding raises, the group's on_error applies: pupils get the block page (fail closed).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from urllib.parse import parse_qsl, urlencode
+
+from mitmproxy import connection, http, tls
+from mitmproxy import ctx as mctx
+
+from esafety import metrics
+from esafety.identity import Identity
+from esafety.incidents.model import IncidentReport
+from esafety.policy.model import Decision, Flag, Request
+from esafety.policy.schema import Action
+from proxy_addons import blockpage
+from proxy_addons.flowstate import KEY, FlowState
+from proxy_addons.runtime import Runtime
+
+log = logging.getLogger("esafety.proxy")
+
+_WARNED_PARAM = "esafety-continue"
+
+
+class Filtering:
+    def __init__(self, rt: Runtime):
+        self.rt = rt
+        self._conn_identity: dict[str, Identity] = {}
+
+    # -- who ------------------------------------------------------------------------------------------
+
+    def _identity(self, client: connection.Client, auth: str | None) -> Identity:
+        assert self.rt.identity is not None
+        ip = client.peername[0] if client.peername else ""
+        if auth:
+            who = self.rt.identity.resolve(ip, auth)
+            if who.source == "auth":
+                self._conn_identity[client.id] = who  # requests inside a CONNECT tunnel carry no credentials
+            return who
+        return self._conn_identity.get(client.id) or self.rt.identity.resolve(ip)
+
+    def client_disconnected(self, client: connection.Client) -> None:
+        self._conn_identity.pop(client.id, None)
+
+    # -- CONNECT and TLS ------------------------------------------------------------------------------
+
+    def http_connect(self, flow: http.HTTPFlow) -> None:
+        assert self.rt.engine is not None
+        policy = self.rt.engine.policy
+        who = self._identity(flow.client_conn, flow.request.headers.get("Proxy-Authorization"))
+        flow.metadata[KEY] = st = FlowState(who)
+        if flow.request.port not in policy.circumvention.connect_ports:
+            st.blocked_by = "port"
+            metrics.BAD_REQUESTS.labels(reason="connect_port").inc()
+            clause = policy.clause_text(policy.categories["web_proxies"].clause)
+            flow.response = http.Response.make(
+                403, f"esafety: CONNECT to port {flow.request.port} is not allowed. {clause} "
+                     f"Reference {st.ref}\n".encode(), {"Content-Type": "text/plain"})
+            self._incident(st, "web_proxies", 2, f"CONNECT to port {flow.request.port} refused",
+                           {"host": flow.request.host, "port": flow.request.port}, flow)
+            return
+        if self._passthrough(flow.request.host):
+            d = self._decide(flow, st, sni_only=True)
+            if d.action is Action.BLOCK:
+                flow.response = http.Response.make(
+                    403, f"esafety: {flow.request.host} is blocked ({d.category}). Reference {st.ref}\n".encode(),
+                    {"Content-Type": "text/plain"})
+
+    def _passthrough(self, host: str) -> bool:
+        assert self.rt.engine is not None
+        return not mctx.options.esafety_intercept or self.rt.engine.no_inspect(host)
+
+    def tls_clienthello(self, data: tls.ClientHelloData) -> None:
+        sni = data.client_hello.sni or ""
+        server = data.context.server.address
+        host = sni or (server[0] if server else "")
+        if host and self._passthrough(host):
+            data.ignore_connection = True  # forwarded encrypted; the CONNECT/SNI decision already ran
+
+    # -- requests -------------------------------------------------------------------------------------
+
+    def request(self, flow: http.HTTPFlow) -> None:
+        t0 = time.perf_counter()
+        if flow.response is not None:  # answered already (e.g. replay); nothing to decide
+            return
+        who = self._identity(flow.client_conn, flow.request.headers.get("Proxy-Authorization"))
+        flow.request.headers.pop("Proxy-Authorization", None)  # never leak credentials upstream
+        flow.metadata[KEY] = st = FlowState(who, started=t0)
+        metrics.REQUESTS.labels(scheme=flow.request.scheme).inc()
+        d = self._decide(flow, st, sni_only=False)
+        if d.action is Action.BLOCK:
+            self._block(flow, st, d)
+        elif d.action is Action.WARN:
+            self._warn(flow, st, d)
+        elif d.rewrite is not None:
+            self._rewrite(flow, d)
+        st.addon_seconds += time.perf_counter() - t0
+
+    def _decide(self, flow: http.HTTPFlow, st: FlowState, sni_only: bool) -> Decision:
+        engine = self.rt.engine
+        assert engine is not None
+        r = flow.request
+        req = Request(
+            method=r.method, scheme=r.scheme, host=r.pretty_host if not sni_only else r.host, port=r.port,
+            path="/" if sni_only else r.path.split("?", 1)[0], query="" if sni_only else r.path.partition("?")[2],
+            content_type=r.headers.get("Content-Type", ""), accept=r.headers.get("Accept", ""),
+            client_ip=flow.client_conn.peername[0] if flow.client_conn.peername else "",
+        )
+        t0 = time.perf_counter()
+        try:
+            d = engine.decide(req, st.who)
+        except Exception:
+            group = engine.policy.groups.get(st.who.group) or engine.policy.groups[engine.policy.default_group]
+            fail_open = group.on_error is Action.ALLOW
+            metrics.FAIL_CLOSED.labels(outcome="allowed" if fail_open else "blocked").inc()
+            log.exception("deciding failed", extra={"fields": {"ref": st.ref, "group": group.name}})
+            d = Decision(Action.ALLOW if fail_open else Action.BLOCK, "error", "fail-open" if fail_open else
+                         "fail-closed", "A1")
+            if not fail_open:
+                st.blocked_by = "error"
+        metrics.DECISION_SECONDS.observe(time.perf_counter() - t0)
+        metrics.DECISIONS.labels(action=d.action.value, category=d.category).inc()
+        st.decision = d
+        self._incidents_for(flow, st, d)
+        return d
+
+    def _incidents_for(self, flow: http.HTTPFlow, st: FlowState, d: Decision) -> None:
+        engine = self.rt.engine
+        assert engine is not None
+        url = flow.request.pretty_url
+        for f in d.flags:
+            self._incident(st, f.category, f.level, _summary(f), {"url": url[:2000], "reason": f.reason,
+                                                                  "query": f.evidence}, flow)
+        cat = engine.policy.categories.get(d.category)
+        if cat and cat.incident and d.action in (Action.BLOCK, Action.FLAG) and not d.flags:
+            verb = "blocked" if d.action is Action.BLOCK else "visited"
+            self._incident(st, cat.name, cat.level, f"{cat.title}: {verb} {flow.request.pretty_host[:200]}",
+                           {"url": url[:2000], "rule": d.rule, "action": d.action.value}, flow)
+
+    def _incident(self, st: FlowState, category: str, level: int, summary: str, evidence: dict,
+                  flow: http.HTTPFlow) -> None:
+        if self.rt.writer is None:
+            return
+        self.rt.writer.raise_incident(IncidentReport(
+            source="proxy", category=category, level=level, summary=summary, subject=st.who.user,
+            device=st.who.device, client_ip=flow.client_conn.peername[0] if flow.client_conn.peername else None,
+            evidence={**evidence, "group": st.who.group, "ref": st.ref}, key=f"proxy-{st.ref}-{category}",
+            ref=st.ref,
+        ))
+
+    def _page(self, flow: http.HTTPFlow, st: FlowState, d: Decision, **kw: object) -> str:
+        engine = self.rt.engine
+        assert engine is not None
+        cat = engine.policy.categories.get(d.category)
+        clause = d.clause or (cat.clause if cat else "")
+        return blockpage.render(
+            school=engine.policy.school, url=flow.request.pretty_url, category=cat.title if cat else d.category,
+            clause=engine.policy.clause_text(clause), ref=st.ref,
+            review_url=f"{self.rt.dashboard_url}/review", **kw,  # type: ignore[arg-type]
+        )
+
+    def _block(self, flow: http.HTTPFlow, st: FlowState, d: Decision) -> None:
+        st.blocked_by = st.blocked_by or "policy"
+        flow.response = blockpage.response(self._page(flow, st, d))
+
+    def _warn(self, flow: http.HTTPFlow, st: FlowState, d: Decision) -> None:
+        q = flow.request.query
+        if q.get(_WARNED_PARAM) == "1":
+            q.pop(_WARNED_PARAM)  # the user chose to continue; logged as a warn that was passed
+            return
+        sep = "&" if "?" in flow.request.pretty_url else "?"
+        html = self._page(flow, st, d, title="Are you sure?", lead="This page is outside what the school "
+                          "expects at this time. You may continue; the visit is logged.",
+                          continue_url=f"{flow.request.pretty_url}{sep}{_WARNED_PARAM}=1")
+        flow.response = blockpage.response(html, status=403)
+        flow.response.headers["X-Esafety-Decision"] = "warn"
+
+    def _rewrite(self, flow: http.HTTPFlow, d: Decision) -> None:
+        assert d.rewrite is not None
+        if d.rewrite.params:
+            path, _, query = flow.request.path.partition("?")
+            forced = dict(d.rewrite.params)
+            items = [(k, v) for k, v in parse_qsl(query, keep_blank_values=True) if k not in forced]
+            flow.request.path = f"{path}?{urlencode(items + list(d.rewrite.params))}"
+        for k, v in d.rewrite.headers:
+            flow.request.headers[k] = v
+
+
+def _summary(f: Flag) -> str:
+    return f"Search watched for {f.category.replace('_', ' ')}" if f.reason == "search-term" else f.reason
