@@ -40,11 +40,11 @@ class Downloads:
         rules = self.rt.engine.policy.downloads
         reason = by_headers(rules, flow.request.path.split("?", 1)[0], flow.response.headers.get("Content-Type", ""),
                             flow.response.headers.get("Content-Disposition", ""))
-        if reason:
-            self._block(flow, st, reason)
-        elif flow.response.stream is False or flow.response.stream is None:
-            return
-        else:
+        if reason and flow.response.stream:
+            self._refuse_streamed(flow, st, reason)  # headers go out right after this hook: only a kill stops it
+        elif reason:
+            st.pending_block = reason  # replaced by the block page once the (buffered) body is in
+        elif flow.response.stream:
             flow.response.stream = self._stream_guard(flow, st)
 
     def _stream_guard(self, flow: http.HTTPFlow, st: FlowState) -> Callable[[bytes], bytes | Iterable[bytes]]:
@@ -57,19 +57,26 @@ class Downloads:
                 first = False
                 reason = by_content(rules, chunk)
                 if reason:
-                    metrics.DOWNLOADS_BLOCKED.labels(reason="magic-streamed").inc()
-                    st.blocked_by = "download"
-                    flow.kill()
+                    self._refuse_streamed(flow, st, reason)
                     return b""
             return chunk
 
         return guard
+
+    def _refuse_streamed(self, flow: http.HTTPFlow, st: FlowState, reason: str) -> None:
+        metrics.DOWNLOADS_BLOCKED.labels(reason="streamed").inc()
+        st.blocked_by = "download"
+        st.decision = Decision(Action.BLOCK, "download", f"download: {reason}", "")
+        flow.kill()
 
     def response(self, flow: http.HTTPFlow) -> None:
         st = state(flow)
         if not self._applies(st) or flow.response is None or flow.response.stream:
             return
         assert st is not None and self.rt.engine is not None
+        if st.pending_block:
+            self._block(flow, st, st.pending_block)
+            return
         body = flow.response.raw_content or b""
         with contextlib.suppress(ValueError):  # undecodable content-encoding: judge the raw bytes
             body = flow.response.content or b""

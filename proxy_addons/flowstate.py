@@ -22,6 +22,7 @@ class FlowState:
     started: float = field(default_factory=time.perf_counter)
     addon_seconds: float = 0.0
     blocked_by: str = ""  # "" | policy | download | phrases | error | port
+    pending_block: str = ""  # a download refused on its headers, answered once its body is in
 
 
 def state(flow: http.HTTPFlow) -> FlowState | None:

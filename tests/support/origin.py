@@ -52,6 +52,14 @@ def _handler(origin: Origin) -> type[BaseHTTPRequestHandler]:
         def log_message(self, *args: object) -> None:
             pass
 
+        def setup(self) -> None:
+            # TLS handshakes run here, in the connection's own thread, so one stalled client
+            # cannot block the accept loop for everyone else.
+            if isinstance(self.request, ssl.SSLSocket):
+                self.request.settimeout(10)
+                self.request.do_handshake()
+            super().setup()
+
         def _serve(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length) if length else b""
@@ -94,14 +102,26 @@ def self_signed(tmp: Path) -> tuple[Path, Path]:
     return cert_path, key_path
 
 
+class _TLSServer(ThreadingHTTPServer):
+    daemon_threads = True
+    context: ssl.SSLContext
+
+    def get_request(self):  # type: ignore[no-untyped-def]
+        sock, addr = self.socket.accept()
+        return self.context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False), addr
+
+    def handle_error(self, request, client_address) -> None:  # type: ignore[no-untyped-def]
+        pass  # clients that abort the handshake (tests of hostile input) are not errors here
+
+
 def start(tmp: Path) -> tuple[Origin, list[ThreadingHTTPServer]]:
     origin = Origin()
     plain = ThreadingHTTPServer(("127.0.0.1", 0), _handler(origin))
-    tls = ThreadingHTTPServer(("127.0.0.1", 0), _handler(origin))
+    plain.daemon_threads = True
+    tls = _TLSServer(("127.0.0.1", 0), _handler(origin))
     cert, key = self_signed(tmp)
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.load_cert_chain(cert, key)
-    tls.socket = ctx.wrap_socket(tls.socket, server_side=True)
+    tls.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.context.load_cert_chain(cert, key)
     origin.http_port, origin.https_port = plain.server_address[1], tls.server_address[1]
     for srv in (plain, tls):
         threading.Thread(target=srv.serve_forever, daemon=True).start()
