@@ -32,3 +32,17 @@ DOWNLOADS_BLOCKED = Counter("esafety_downloads_blocked_total", "Downloads blocke
 BAD_REQUESTS = Counter("esafety_proxy_bad_requests_total", "Requests refused as malformed or hostile", ["reason"])
 SPOOL_DEPTH = Gauge("esafety_spool_rows", "Rows waiting in the on-disk spool for the store to return")
 INCIDENTS_RAISED = Counter("esafety_incidents_raised_total", "Incidents created", ["source", "queue", "level"])
+
+# -- incidents -----------------------------------------------------------------------------------------
+INCIDENTS_OPEN = Gauge("esafety_incidents_open", "Open incidents, by level and queue (periodic collector)",
+                       ["level", "queue"])
+INCIDENTS_OLDEST_UNACK_SECONDS = Gauge("esafety_incidents_oldest_unacknowledged_age_seconds",
+                                       "Age of the oldest unacknowledged open incident, by level", ["level"])
+INCIDENT_ACK_SECONDS = Histogram(
+    "esafety_incident_acknowledge_seconds", "Time from an incident being raised to its acknowledgement",
+    ["level"], buckets=(60, 300, 900, 1800, 3600, 4 * 3600, 8 * 3600, 86400, 2 * 86400, 7 * 86400),
+)
+NOTIFICATIONS_SENT = Counter("esafety_notifications_sent_total", "Notification emails sent", ["kind"])
+NOTIFICATION_FAILURES = Counter("esafety_notification_failures_total", "Failed notification send attempts", ["kind"])
+INCIDENT_ESCALATIONS = Counter("esafety_incident_escalations_total", "Unacknowledged incidents escalated on call",
+                               ["level"])

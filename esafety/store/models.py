@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Index, Integer, String, Text
+from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Index, Integer, String, Text, false
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -91,9 +91,20 @@ class Incident(Base):
     acknowledged_at: Mapped[datetime | None] = mapped_column(nullable=True)
     assigned_to: Mapped[str | None] = mapped_column(String(120), nullable=True)
     outcome: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # Added by migration incidents_0001 (the DSL workflow, esafety/incidents/):
+    acknowledged_by: Mapped[str | None] = mapped_column(String(120), nullable=True)
+    closed_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    escalations: Mapped[int] = mapped_column(Integer, default=0, server_default="0")  # on-call steps taken
+    # False until the incident pipeline has chained its "raised" event, checked patterns and queued email.
+    pipeline_done: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
     __table_args__ = (
         Index("ix_incidents_queue_state_level", "queue", "state", "level"),
+        Index("ix_incidents_pipeline", "pipeline_done"),
         Index("ix_incidents_subject_category_seen", "subject", "category", "last_seen_at"),
         Index("ix_incidents_created", "created_at"),
     )
+
+
+# The DSL queue's order (highest level, then oldest): defined outside the class to use .desc().
+Index("ix_incidents_level_age", Incident.level.desc(), Incident.created_at, Incident.id)

@@ -1,0 +1,74 @@
+"""After an incident is stored: chain its "raised" event, look for patterns, queue its email.
+
+Runs on every new incident whoever stored it (the proxy's BatchWriter, the API, a sensor). The
+flag `pipeline_done` makes it safe to run from several places: BatchWriter's `on_incidents`
+callback for speed, and the dashboard's worker thread as the catch-all.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from esafety.incidents import notify, pattern
+from esafety.incidents.audit import SYSTEM, Chain, evidence_digest
+from esafety.incidents.ingest import ingest
+from esafety.incidents.tables import IncidentLink
+from esafety.policy.schema import Policy
+from esafety.store.db import sessions
+from esafety.store.models import Incident
+
+log = logging.getLogger("esafety.incidents")
+
+
+def process_new(session: Session, policy: Policy | None, link_base: str, batch: int = 2000) -> int:
+    """Process up to `batch` unprocessed incidents in the caller's transaction; returns how many."""
+    chain = Chain(session)
+    chain.lock()  # also serialises concurrent pipelines: each incident is processed once
+    todo = list(session.scalars(select(Incident).where(Incident.pipeline_done.is_(False))
+                                .order_by(Incident.id).limit(batch).execution_options(populate_existing=True)))
+    if not todo:
+        return 0
+    for inc in todo:
+        _raised(session, chain, inc, policy, link_base)
+    for rep, ids in pattern.find(session, todo):
+        for new in ingest(session, [rep], policy):
+            for other in ids:
+                session.add(IncidentLink(a_id=min(other, new.id), b_id=max(other, new.id), created_by=SYSTEM))
+            _raised(session, chain, new, policy, link_base, pattern_of=len(ids))
+    return len(todo)
+
+
+def _raised(session: Session, chain: Chain, inc: Incident, policy: Policy | None, link_base: str,
+            pattern_of: int | None = None) -> None:
+    detail = {"ref": inc.ref, "source": inc.source, "category": inc.category, "level": inc.level,
+              "queue": inc.queue, "evidence_sha256": evidence_digest(inc)}
+    if pattern_of:
+        detail["pattern_of"] = pattern_of
+    chain.add(inc, SYSTEM, "raised", **detail)
+    notify.immediate(session, inc, policy, link_base)
+    inc.pipeline_done = True
+
+
+def run_until_done(database_url: str, policy: Policy | None, link_base: str) -> int:
+    total = 0
+    while True:
+        with sessions(database_url)() as s:
+            n = process_new(s, policy, link_base)
+            s.commit()
+        total += n
+        if n == 0:
+            return total
+
+
+def make_on_incidents(database_url: str, policy: Callable[[], Policy | None],
+                      link_base: str) -> Callable[[list[Incident]], None]:
+    """A BatchWriter `on_incidents` callback: new incidents are chained and alerted at once."""
+
+    def on_incidents(_created: list[Incident]) -> None:
+        run_until_done(database_url, policy(), link_base)
+
+    return on_incidents
