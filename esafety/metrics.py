@@ -46,3 +46,12 @@ NOTIFICATIONS_SENT = Counter("esafety_notifications_sent_total", "Notification e
 NOTIFICATION_FAILURES = Counter("esafety_notification_failures_total", "Failed notification send attempts", ["kind"])
 INCIDENT_ESCALATIONS = Counter("esafety_incident_escalations_total", "Unacknowledged incidents escalated on call",
                                ["level"])
+
+# -- sensor -------------------------------------------------------------------------------------------
+SENSOR_PACKETS = Counter("esafety_sensor_packets_total", "Frames the network sensor read")
+SENSOR_FLOWS = Counter("esafety_sensor_flows_total", "Flows the network sensor tracked")
+SENSOR_DETECTIONS = Counter("esafety_sensor_detections_total", "Flow detections by protocol", ["protocol"])
+SENSOR_DROPPED = Counter("esafety_sensor_dropped_packets_total", "Frames skipped, by reason", ["reason"])
+SENSOR_EVICTIONS = Counter("esafety_sensor_flow_table_evictions_total",
+                           "Flows evicted because the flow table was full")
+SENSOR_ACTIVE_FLOWS = Gauge("esafety_sensor_active_flows", "Flows in the sensor's flow table")
