@@ -16,6 +16,7 @@ COMMAND_MODULES = (
     "esafety.commands.lists",
     "esafety.commands.db",
     "esafety.commands.users",
+    "esafety.commands.sensor",
 )
 
 
