@@ -61,7 +61,8 @@ def test_sighup_reloads(proxy):
 
 
 def _raw(proxy, data: bytes, read: bool = True) -> bytes:
-    with socket.create_connection(("127.0.0.1", proxy.port), timeout=5) as s:
+    # The proxy may just wait for more of a request it cannot parse: a short read timeout is an answer too.
+    with socket.create_connection(("127.0.0.1", proxy.port), timeout=1.5) as s:
         s.sendall(data)
         if not read:
             return b""
@@ -72,13 +73,13 @@ def _raw(proxy, data: bytes, read: bool = True) -> bytes:
 
 
 @pytest.mark.parametrize("garbage", [
-    b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + os.urandom(64),  # TLS on the plain proxy port
+    b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + bytes(range(64)),  # TLS on the plain proxy port
     b"SSH-2.0-OpenSSH_9.2\r\n",  # not HTTP at all
     b"GET / HTTP/1.1\r\nHost: x\r\n" + b"X-Big: " + b"A" * 300_000 + b"\r\n\r\n",  # absurd header
     b"GET http://a.example/ HTTP/1.1\r\nContent-Length: -5\r\n\r\n",  # lying length
     b"\x00\xff" * 1000,  # binary noise
     b"CONNECT :::::::443 HTTP/1.1\r\n\r\n",  # malformed authority
-])
+], ids=["tls-on-plain-port", "ssh-banner", "300k-header", "negative-length", "binary-noise", "bad-authority"])
 def test_hostile_input_is_refused_and_the_proxy_keeps_serving(proxy, garbage):
     reply = _raw(proxy, garbage)
     assert not reply.startswith(b"HTTP/1.1 200"), reply[:200]
