@@ -14,6 +14,14 @@ HERE = Path(__file__).resolve().parent
 # Each module exposes `router` (an APIRouter). Add a module here to mount it.
 ROUTE_MODULES = (
     "dashboard.routes.system",
+    "dashboard.routes.assets",
+    "dashboard.routes.auth",
+    "dashboard.routes.incidents_queue",
+    "dashboard.routes.incident_page",
+    "dashboard.routes.chronology",
+    "dashboard.routes.incidents_api",
+    "dashboard.routes.admin_users",
+    "dashboard.routes.incidents_worker",
 )
 
 

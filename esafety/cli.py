@@ -17,6 +17,7 @@ COMMAND_MODULES = (
     "esafety.commands.db",
     "esafety.commands.users",
     "esafety.commands.sensor",
+    "esafety.commands.audit",
 )
 
 

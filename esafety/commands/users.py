@@ -1,4 +1,5 @@
-"""`esafety users add NAME --role R | --group G`: accounts, with a generated password printed once."""
+"""`esafety users add NAME --role R | --group G`: accounts, with a generated password printed once;
+`users list`, `users disable NAME`, and `users token NAME` (API bearer tokens, shown once)."""
 
 from __future__ import annotations
 
@@ -27,6 +28,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     a.add_argument("--display-name", default="")
     a.add_argument("--no-password", action="store_true", help="no login (identified by agent or WiFi only)")
     a.set_defaults(func=cmd_add)
+    ls = ps.add_parser("list", help="dashboard accounts and their roles")
+    ls.set_defaults(func=cmd_list)
+    d = ps.add_parser("disable", help="stop an account signing in (its sessions end)")
+    d.add_argument("name")
+    d.set_defaults(func=cmd_disable)
+    t = ps.add_parser("token", help="a bearer token for a system raising incidents (POST /api/incidents)")
+    t.add_argument("name", help="what holds the token, e.g. sensor-hall-a")
+    t.add_argument("--scope", default="incidents:write")
+    t.add_argument("--revoke", action="store_true", help="revoke the named token instead")
+    t.set_defaults(func=cmd_token)
 
 
 def create_user(database_url: str, name: str, group: str, roles: list[str], email: str = "",
@@ -55,4 +66,59 @@ def cmd_add(args: argparse.Namespace) -> int:
     print(f"added {args.name} (group {group}{', roles ' + ','.join(args.role) if args.role else ''})")
     if password:
         print(f"password (shown once): {password}")
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    upgrade(settings.database_url)
+    with sessions(settings.database_url)() as s:
+        for u in s.scalars(select(User).where(User.roles != "").order_by(User.username)):
+            print(f"{u.username:24} {u.roles:40} {'active' if u.active else 'disabled'}")
+    return 0
+
+
+def cmd_disable(args: argparse.Namespace) -> int:
+    from sqlalchemy import delete
+
+    from esafety.webauth import WebSession
+
+    settings = load_settings()
+    with sessions(settings.database_url)() as s:
+        user = s.scalar(select(User).where(User.username == args.name))
+        if user is None:
+            print(f"no user '{args.name}'", file=sys.stderr)
+            return 1
+        user.active = False
+        s.execute(delete(WebSession).where(WebSession.username == args.name))
+        s.commit()
+    print(f"disabled {args.name}")
+    return 0
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+
+    from esafety.webauth import ApiToken, new_token, token_hash
+
+    settings = load_settings()
+    upgrade(settings.database_url)
+    with sessions(settings.database_url)() as s:
+        existing = s.scalar(select(ApiToken).where(ApiToken.name == args.name))
+        if args.revoke:
+            if existing is None:
+                print(f"no token '{args.name}'", file=sys.stderr)
+                return 1
+            existing.revoked_at = datetime.now(UTC)
+            s.commit()
+            print(f"revoked {args.name}")
+            return 0
+        if existing is not None:
+            print(f"token '{args.name}' exists; revoke it first", file=sys.stderr)
+            return 1
+        raw = new_token("esf_")
+        s.add(ApiToken(name=args.name, token_hash=token_hash(raw), scope=args.scope))
+        s.commit()
+    print(f"token for {args.name} (scope {args.scope}); shown once, send as 'Authorization: Bearer ...':")
+    print(raw)
     return 0
