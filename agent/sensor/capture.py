@@ -66,12 +66,15 @@ class PcapFrames:
 
 
 def live_frames(iface: str, bpf: str | None = None, stop: Callable[[], bool] | None = None,
-                poll: float = 0.25) -> Iterator[Frame]:
-    """Frames from a live interface until `stop()` says so (checked at least every `poll` seconds)."""
+                poll: float = 0.25, ready: Callable[[], None] | None = None) -> Iterator[Frame]:
+    """Frames from a live interface until `stop()` says so (checked at least every `poll` seconds);
+    `ready()` is called once the capture socket is open, so callers know nothing is being missed."""
     try:
         sock = conf.L2listen(iface=iface, filter=bpf)
     except (OSError, Scapy_Exception) as exc:
         raise CaptureError(f"cannot capture on {iface}: {exc}") from exc
+    if ready:
+        ready()
     try:
         while not (stop and stop()):
             ready, _, _ = select.select([sock], [], [], poll)

@@ -28,7 +28,7 @@ UDP_DETECTORS = (dhcp, ike, l2tp, wireguard, openvpn_udp, bittorrent_udp, quic)
 IP_DETECTORS = {47: gre, 50: esp, 51: esp, 115: l2tp_ip}
 TRANSPORTS = {6: "tcp", 17: "udp", 47: "gre", 50: "esp", 51: "ah", 115: "l2tp"}
 _WATCHED = frozenset({"ssh"})  # protocols whose flows stay watched after detection (tunnel rule)
-_SWEEP_EVERY = 1024  # packets between idle-expiry checks
+_SWEEP_EVERY = 64  # packets between idle-expiry checks (the table itself walks far less often)
 
 
 def _ip(b: bytes) -> str:
@@ -56,6 +56,7 @@ class Detection:
     packets: int = 0
     bytes: int = 0
     duration: float = 0.0
+    first_seen: float = 0.0  # the flow's first packet (ts is when the evidence was seen)
     incident: bool = False  # the config says this protocol, at this confidence, raises an incident
 
     @property
@@ -63,9 +64,10 @@ class Detection:
         return datetime.fromtimestamp(self.ts, UTC)
 
     def flow_summary(self) -> dict[str, Any]:
+        first = datetime.fromtimestamp(self.first_seen or self.ts, UTC).isoformat()
         return {"protocol": self.protocol, "confidence": round(self.confidence, 2), "transport": self.transport,
                 "client": self.client_ip, "client_mac": self.client_mac, "client_port": self.client_port,
-                "server": self.server_ip, "server_port": self.server_port, "first_seen": self.time.isoformat(),
+                "server": self.server_ip, "server_port": self.server_port, "first_seen": first,
                 "packets": self.packets, "bytes": self.bytes, "duration_seconds": round(self.duration, 3),
                 "evidence": self.evidence}
 
@@ -229,7 +231,7 @@ class Sensor:
             confidence=hit.confidence, client_ip=_ip(cip), client_mac=cmac, client_port=cport,
             server_ip=_ip(sip), server_port=sport, transport=TRANSPORTS.get(f.proto, str(f.proto)),
             evidence={k: v for k, v in hit.evidence.items() if v is not None},
-            packets=f.c_pkts + f.s_pkts, bytes=f.c_bytes + f.s_bytes, duration=f.duration,
+            packets=f.c_pkts + f.s_pkts, bytes=f.c_bytes + f.s_bytes, duration=f.duration, first_seen=f.first,
             incident=action.incident and hit.confidence >= self.cfg.min_confidence,
         )
         self.detected[hit.protocol] = self.detected.get(hit.protocol, 0) + 1

@@ -29,7 +29,8 @@ def read_file(path: str | Path, cfg: SensorConfig, sink: Callable[[Detection], N
 
 def run_live(iface: str, cfg: SensorConfig, sink: Callable[[Detection], None] | None = None,
              bpf: str | None = None, seconds: float | None = None, count: int | None = None,
-             stop: Callable[[], bool] | None = None, publish_seconds: float = 5.0) -> Sensor:
+             stop: Callable[[], bool] | None = None, publish_seconds: float = 5.0,
+             ready: Callable[[], None] | None = None) -> Sensor:
     """Watch an interface until `seconds`/`count`/`stop()`; flows left open are settled at the end."""
     sensor = Sensor(cfg, sink)
     deadline = time.monotonic() + seconds if seconds else None
@@ -39,7 +40,7 @@ def run_live(iface: str, cfg: SensorConfig, sink: Callable[[Detection], None] | 
         return bool((stop and stop()) or (deadline and time.monotonic() >= deadline)
                     or (count and sensor.packets >= count))
 
-    for ts, data, linktype, snapped in live_frames(iface, bpf, done):
+    for ts, data, linktype, snapped in live_frames(iface, bpf, done, ready=ready):
         sensor.feed(ts, data, linktype, snapped)
         now = time.monotonic()
         if now >= next_publish:

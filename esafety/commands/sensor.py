@@ -124,7 +124,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     store = None if args.no_store else _incidents(args, live=True)
     try:
         sensor = run_live(args.iface, cfg, Tee(Printer(sys.stdout, args.json), store), bpf=args.bpf,
-                          seconds=args.seconds, count=args.count, stop=stop.is_set)
+                          seconds=args.seconds, count=args.count, stop=stop.is_set,
+                          ready=lambda: print(f"sensor: capturing on {args.iface}", file=sys.stderr, flush=True))
     except CaptureError as exc:
         print(exc, file=sys.stderr)
         return 2
