@@ -29,7 +29,8 @@ ROLE_USERS = {"dsl": "dsl", "deputy_dsl": "deputy", "esafety_coordinator": "coor
               "slt": "slt", "auditor": "auditor", "admin": "admin"}
 
 
-def settings_for(database_url: str, home: Path, smtp_port: int = 1, dashboard_url: str = "http://dash.test") -> Settings:
+def settings_for(database_url: str, home: Path, smtp_port: int = 1,
+                 dashboard_url: str = "http://dash.test") -> Settings:
     return load_settings({"ESAFETY_HOME": str(home), "ESAFETY_DATABASE_URL": database_url,
                           "ESAFETY_POLICY": str(POLICY_PATH), "ESAFETY_SMTP_HOST": "127.0.0.1",
                           "ESAFETY_SMTP_PORT": str(smtp_port), "ESAFETY_SMTP_FROM": "esafety@school.test",

@@ -32,7 +32,8 @@ def _work(url: str) -> int:
 def test_every_action_is_a_chained_event(database_url: str, capsys: pytest.CaptureFixture[str]) -> None:
     inc_id = _work(database_url)
     with sessions(database_url)() as s:
-        evs = list(s.scalars(select(IncidentEvent).where(IncidentEvent.incident_id == inc_id).order_by(IncidentEvent.seq)))
+        evs = list(s.scalars(select(IncidentEvent).where(IncidentEvent.incident_id == inc_id)
+                             .order_by(IncidentEvent.seq)))
         assert [e.action for e in evs] == ["raised", "view", "acknowledge", "note", "level", "close", "reopen"]
         assert all(b.prev_hash == a.hash for a, b in zip(evs, evs[1:], strict=False))
         assert verify(s).ok
