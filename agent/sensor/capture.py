@@ -48,6 +48,9 @@ class PcapFrames:
         try:
             if linktype is not None:  # classic pcap: one link type for the file
                 for data, meta in reader:
+                    if meta.caplen > len(data):  # the record promises more than the file holds: cut off
+                        self.complete = False
+                        break
                     yield meta.sec + meta.usec * scale, data, linktype, meta.wirelen > len(data)
             else:  # pcapng: each interface block has its own
                 for data, meta in reader:

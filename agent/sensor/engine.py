@@ -231,7 +231,7 @@ class Sensor:
             confidence=hit.confidence, client_ip=_ip(cip), client_mac=cmac, client_port=cport,
             server_ip=_ip(sip), server_port=sport, transport=TRANSPORTS.get(f.proto, str(f.proto)),
             evidence={k: v for k, v in hit.evidence.items() if v is not None},
-            packets=f.c_pkts + f.s_pkts, bytes=f.c_bytes + f.s_bytes, duration=f.duration, first_seen=f.first,
+            packets=f.c_pkts + f.s_pkts, bytes=f.c_bytes + f.s_bytes, duration=f.duration, first_seen=min(f.first, ts),
             incident=action.incident and hit.confidence >= self.cfg.min_confidence,
         )
         self.detected[hit.protocol] = self.detected.get(hit.protocol, 0) + 1
