@@ -72,6 +72,8 @@ def live_frames(iface: str, bpf: str | None = None, stop: Callable[[], bool] | N
                 poll: float = 0.25, ready: Callable[[], None] | None = None) -> Iterator[Frame]:
     """Frames from a live interface until `stop()` says so (checked at least every `poll` seconds);
     `ready()` is called once the capture socket is open, so callers know nothing is being missed."""
+    import scapy.arch  # noqa: F401 - sets conf.L2listen for this platform
+
     try:
         sock = conf.L2listen(iface=iface, filter=bpf)
     except (OSError, Scapy_Exception) as exc:
