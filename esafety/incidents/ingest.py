@@ -2,6 +2,9 @@
 
 A burst (same subject, category and source within the window) becomes one incident with a count,
 so a pupil hammering a blocked VPN site makes one record for IT, not three hundred.
+
+A batch is stored with one key lookup and one multi-row insert (bursts within the batch are
+tracked in memory), so the proxy's writer keeps up with thousands of reports a second.
 """
 
 from __future__ import annotations
@@ -18,41 +21,88 @@ from esafety.policy.schema import Policy
 from esafety.store.models import Incident
 
 BURST_WINDOW = timedelta(minutes=10)
+_KEY_CHUNK = 500
 
 
 def _aware(dt: datetime) -> datetime:
     return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
 
 
+def _existing_keys(session: Session, keys: list[str]) -> set[str]:
+    found: set[str] = set()
+    for i in range(0, len(keys), _KEY_CHUNK):
+        found.update(session.scalars(select(Incident.key).where(Incident.key.in_(keys[i:i + _KEY_CHUNK]))))
+    return found
+
+
+def _in_burst(inc: Incident, rep: IncidentReport) -> bool:
+    return inc.state in ("new", "triage") and _aware(inc.last_seen_at) >= _aware(rep.occurred_at) - BURST_WINDOW
+
+
+BurstKey = tuple[str, str, str, str]
+
+
+def _burst_key(rep: IncidentReport) -> BurstKey | None:
+    if rep.subject:
+        return ("s", rep.subject, rep.category, rep.source)
+    if rep.client_ip:
+        return ("ip", rep.client_ip, rep.category, rep.source)
+    return None
+
+
+def _open_bursts(session: Session, reports: list[IncidentReport]) -> dict[BurstKey, list[Incident]]:
+    """Every stored incident a report in this batch might join, newest first, in a few queries."""
+    out: dict[BurstKey, list[Incident]] = {}
+    if not reports:
+        return out
+    since = min(_aware(r.occurred_at) for r in reports) - BURST_WINDOW
+    subjects = sorted({r.subject for r in reports if r.subject})
+    ips = sorted({r.client_ip for r in reports if not r.subject and r.client_ip})
+    for kind, column, values in (("s", Incident.subject, subjects), ("ip", Incident.client_ip, ips)):
+        for i in range(0, len(values), _KEY_CHUNK):
+            for inc in session.scalars(select(Incident).where(
+                    column.in_(values[i:i + _KEY_CHUNK]), Incident.state.in_(("new", "triage")),
+                    Incident.last_seen_at >= since)):
+                who = inc.subject if kind == "s" else inc.client_ip
+                out.setdefault((kind, who, inc.category, inc.source), []).append(inc)  # type: ignore[arg-type]
+    for incs in out.values():
+        incs.sort(key=lambda x: x.id, reverse=True)
+    return out
+
+
 def ingest(session: Session, reports: Iterable[IncidentReport], policy: Policy | None) -> list[Incident]:
     """Add reports in order; returns the incidents created (not the bursts merged). Caller commits."""
+    reports = list(reports)
+    keys = [rep.idempotency_key() for rep in reports]
+    seen = _existing_keys(session, keys)  # replayed from a spool: already stored
+    todo = [(rep, key) for rep, key in zip(reports, keys, strict=True) if key not in seen]
+    bursts = _open_bursts(session, [rep for rep, _ in todo])
     created: list[Incident] = []
-    for rep in reports:
-        key = rep.idempotency_key()
-        if session.scalar(select(Incident.id).where(Incident.key == key)) is not None:
-            continue  # replayed from a spool: already stored
-        routed = route(rep, policy) if policy else None
-        queue = routed.queue if routed else "dsl"
-        level = routed.level if routed else rep.level
-        if rep.subject or rep.client_ip:
-            who = Incident.subject == rep.subject if rep.subject else Incident.client_ip == rep.client_ip
-            burst = session.scalar(
-                select(Incident).where(who, Incident.category == rep.category, Incident.source == rep.source,
-                                       Incident.state.in_(("new", "triage")),
-                                       Incident.last_seen_at >= rep.occurred_at - BURST_WINDOW)
-                .order_by(Incident.id.desc()).limit(1)
+    with session.no_autoflush:  # new incidents join `bursts` in memory; one multi-row insert at the end
+        for rep, key in todo:
+            if key in seen:
+                continue  # the same key twice in one batch
+            seen.add(key)
+            routed = route(rep, policy) if policy else None
+            queue = routed.queue if routed else "dsl"
+            level = routed.level if routed else rep.level
+            bkey = _burst_key(rep)
+            if bkey is not None:
+                # The newest incident still in its burst window, as the store would return it.
+                burst = next((b for b in bursts.get(bkey, ()) if _in_burst(b, rep)), None)
+                if burst is not None and burst.level >= level:
+                    burst.count += 1
+                    burst.last_seen_at = max(_aware(burst.last_seen_at), _aware(rep.occurred_at))
+                    continue
+            inc = Incident(
+                key=key, ref=rep.ref, source=rep.source, subject=rep.subject, device=rep.device,
+                client_ip=rep.client_ip, category=rep.category, kcsie=routed.kcsie if routed else "content",
+                level=level, queue=queue, state="new", summary=rep.summary[:500], evidence=rep.evidence,
+                count=1, occurred_at=rep.occurred_at, last_seen_at=rep.occurred_at,
             )
-            if burst is not None and burst.level >= level:
-                burst.count += 1
-                burst.last_seen_at = max(_aware(burst.last_seen_at), _aware(rep.occurred_at))
-                continue
-        inc = Incident(
-            key=key, ref=rep.ref, source=rep.source, subject=rep.subject, device=rep.device,
-            client_ip=rep.client_ip, category=rep.category, kcsie=routed.kcsie if routed else "content",
-            level=level, queue=queue, state="new", summary=rep.summary[:500], evidence=rep.evidence,
-            count=1, occurred_at=rep.occurred_at, last_seen_at=rep.occurred_at,
-        )
-        session.add(inc)
-        session.flush()
-        created.append(inc)
+            session.add(inc)
+            created.append(inc)
+            if bkey is not None:
+                bursts.setdefault(bkey, []).insert(0, inc)  # newest first
+    session.flush()
     return created

@@ -68,15 +68,20 @@ def _enqueue(session: Session, kind: str, inc: Incident | None, to: Iterable[str
     return n
 
 
-def immediate(session: Session, inc: Incident, policy: Policy | None, link_base: str) -> int:
-    """Queue the at-once email for a level the policy says cannot wait for the digest."""
+def immediate(session: Session, inc: Incident, policy: Policy | None, link_base: str,
+              to: dict[str, list[str]] | None = None) -> int:
+    """Queue the at-once email for a level the policy says cannot wait for the digest.
+    `to` caches recipients per queue across a batch."""
     levels = policy.notifications.immediate_levels if policy else frozenset({4, 5})
     if inc.level not in levels:
         return 0
+    to = {} if to is None else to
+    if inc.queue not in to:
+        with session.no_autoflush:
+            to[inc.queue] = recipients(session, inc.queue)
     subject = f"[esafety] Level {inc.level} incident {inc.ref}: {_title(policy, inc.category)}"
     lead = f"A level {inc.level} incident in the {inc.queue} queue needs attention."
-    return _enqueue(session, "immediate", inc, recipients(session, inc.queue), subject,
-                    alert_body(inc, policy, link_base, lead))
+    return _enqueue(session, "immediate", inc, to[inc.queue], subject, alert_body(inc, policy, link_base, lead))
 
 
 def escalate(session: Session, policy: Policy | None, link_base: str, now: datetime | None = None) -> int:

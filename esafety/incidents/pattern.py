@@ -28,6 +28,22 @@ class PatternRule:
 DEFAULT_RULE = PatternRule()
 
 
+def _candidates(session: Session, pairs: set[tuple[str | None, str]], rule: PatternRule,
+                since: datetime) -> set[tuple[str, str]]:
+    """One grouped query per 500 pupils narrows the pairs to those over the threshold."""
+    subjects = sorted({s for s, _ in pairs if s})
+    hits: set[tuple[str, str]] = set()
+    with session.no_autoflush:
+        for i in range(0, len(subjects), 500):
+            rows = session.execute(
+                select(Incident.subject, Incident.category).where(
+                    Incident.subject.in_(subjects[i:i + 500]), Incident.level < rule.below_level,
+                    Incident.source != SOURCE, Incident.occurred_at >= since)
+                .group_by(Incident.subject, Incident.category).having(func.count() >= rule.count))
+            hits.update((s, c) for s, c in rows if (s, c) in pairs)
+    return hits
+
+
 def find(session: Session, new: Iterable[Incident], rule: PatternRule = DEFAULT_RULE,
          now: datetime | None = None) -> list[tuple[IncidentReport, list[int]]]:
     """Reports to raise for the pupils and categories among `new`, with the incidents behind each."""
@@ -35,7 +51,7 @@ def find(session: Session, new: Iterable[Incident], rule: PatternRule = DEFAULT_
     since = now - timedelta(days=rule.days)
     pairs = {(i.subject, i.category) for i in new if i.subject and i.level < rule.below_level and i.source != SOURCE}
     out: list[tuple[IncidentReport, list[int]]] = []
-    for subject, category in sorted(pairs):  # type: ignore[type-var]
+    for subject, category in sorted(_candidates(session, pairs, rule, since)):
         ids = list(session.scalars(
             select(Incident.id).where(Incident.subject == subject, Incident.category == category,
                                       Incident.level < rule.below_level, Incident.source != SOURCE,

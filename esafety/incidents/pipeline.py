@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from esafety.incidents import notify, pattern
@@ -32,25 +32,30 @@ def process_new(session: Session, policy: Policy | None, link_base: str, batch: 
                                 .order_by(Incident.id).limit(batch).execution_options(populate_existing=True)))
     if not todo:
         return 0
+    to: dict[str, list[str]] = {}
     for inc in todo:
-        _raised(session, chain, inc, policy, link_base)
+        _raised(session, chain, inc, policy, link_base, to)
     for rep, ids in pattern.find(session, todo):
         for new in ingest(session, [rep], policy):
             for other in ids:
                 session.add(IncidentLink(a_id=min(other, new.id), b_id=max(other, new.id), created_by=SYSTEM))
-            _raised(session, chain, new, policy, link_base, pattern_of=len(ids))
+            _raised(session, chain, new, policy, link_base, to, pattern_of=len(ids))
+            new.pipeline_done = True
+    ids = [inc.id for inc in todo]
+    for i in range(0, len(ids), 500):  # one statement per 500 rather than an UPDATE per row
+        session.execute(update(Incident).where(Incident.id.in_(ids[i:i + 500])).values(pipeline_done=True)
+                        .execution_options(synchronize_session=False))
     return len(todo)
 
 
 def _raised(session: Session, chain: Chain, inc: Incident, policy: Policy | None, link_base: str,
-            pattern_of: int | None = None) -> None:
+            to: dict[str, list[str]], pattern_of: int | None = None) -> None:
     detail = {"ref": inc.ref, "source": inc.source, "category": inc.category, "level": inc.level,
               "queue": inc.queue, "evidence_sha256": evidence_digest(inc)}
     if pattern_of:
         detail["pattern_of"] = pattern_of
     chain.add(inc, SYSTEM, "raised", **detail)
-    notify.immediate(session, inc, policy, link_base)
-    inc.pipeline_done = True
+    notify.immediate(session, inc, policy, link_base, to)
 
 
 def run_until_done(database_url: str, policy: Policy | None, link_base: str) -> int:
