@@ -100,7 +100,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     ]
     print(f"Proxy:     {settings.proxy_host}:{settings.proxy_port}  (metrics on :{settings.proxy_metrics_port})")
     print(f"Dashboard: {settings.dashboard_url}  (PAC file: {settings.dashboard_url}/proxy.pac)")
-    print(f"Policy:    {settings.policy_path}   Store: {settings.database_url.split('@')[-1]}")
+    print(f"Policy:    {settings.policy_path}   Store: {settings.database_url.split('@')[-1]}", flush=True)
 
     def stop(*_: object) -> None:
         for p in procs:
