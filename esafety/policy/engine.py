@@ -77,6 +77,17 @@ class Engine:
         self._active: frozenset[str] = frozenset()
         self._cache: dict[tuple[int, int], Decision] = {}
         self.allow_default = Decision(Action.ALLOW, "uncategorised", "default", "")
+        # Hot-path constants, so deciding reads locals and one dict instead of attribute chains.
+        self._cat_mask = self._no_inspect_bit - 1
+        self._ip_bit, self._doh_bit = self._bit["ip_literal"], self._bit["doh"]
+        self._web_proxy_bit = self._bit["web_proxies"]
+        self._doh_by_shape = policy.circumvention.doh_by_shape
+        self._web_proxy_patterns = tuple(policy.circumvention.web_proxy_patterns)
+        # Category bits any of a group's rules can match (-1: a rule without categories matches all):
+        # a request outside them skips the rule walk and takes the default.
+        self._may_match = {g: -1 if any(not cr.mask for cr in rules) else sum_bits(cr.mask for cr in rules)
+                           for g, rules in self._rules.items()}
+        self._defaults = {name: Decision(Action.ALLOW, name, "default", "") for name in cats}
 
     # -- build ---------------------------------------------------------------------------------
 
@@ -162,7 +173,7 @@ class Engine:
         if host and (host[-1].isdigit() or ":" in host):
             try:
                 ipaddress.ip_address(host.strip("[]"))
-                bits = self._bit["ip_literal"]
+                bits = self._ip_bit
             except ValueError:
                 bits = self.index.lookup(host)
         else:
@@ -178,15 +189,16 @@ class Engine:
             for rx, b in self._regexes:
                 if rx.search(target):
                     bits |= b
-        if self.policy.circumvention.doh_by_shape and (
+        if self._doh_by_shape and (
             req.path.endswith("/dns-query") or req.content_type.startswith(_DOH_TYPES)
             or req.accept.startswith(_DOH_TYPES)
         ):
-            bits |= self._bit["doh"]
+            bits |= self._doh_bit
         if req.query:
-            for rx in self.policy.circumvention.web_proxy_patterns:
-                if rx.search(f"{req.path}?{req.query}"):
-                    bits |= self._bit["web_proxies"]
+            target = f"{req.path}?{req.query}"
+            for rx in self._web_proxy_patterns:
+                if rx.search(target):
+                    bits |= self._web_proxy_bit
                     break
         return host, bits
 
@@ -195,27 +207,28 @@ class Engine:
         host, bits = self.categories_of(req)
         if bits & self._exceptions_for[group.name]:
             return Decision(Action.ALLOW, self._first_category(bits) or "exception", f"exception:{group.name}", "")
-        cat_bits = bits & (self._no_inspect_bit - 1) or self._uncategorised
-        active = self._active_schedules(time.time() if now is None else now)
-        for i, cr in enumerate(self._rules[group.name]):
-            hit = cat_bits & cr.mask if cr.mask else cat_bits
-            if not hit:
-                continue
-            if (cr.when and cr.when not in active) or (cr.unless and cr.unless in active):
-                continue
-            category = self._cat_names[(hit & -hit).bit_length() - 1]
-            action = cr.rule.action
-            if action is Action.BLOCK:
-                return self._cached(i, hit, group, cr, category)
-            return self._allowed(req, host, group, Decision(action, category, cr.rule.id, cr.rule.clause))
-        category = self._cat_names[(cat_bits & -cat_bits).bit_length() - 1]
-        return self._allowed(req, host, group, Decision(Action.ALLOW, category, "default", ""))
+        cat_bits = bits & self._cat_mask or self._uncategorised
+        if cat_bits & self._may_match[group.name]:
+            active = self._active_schedules(time.time() if now is None else now)
+            for cr in self._rules[group.name]:
+                hit = cat_bits & cr.mask if cr.mask else cat_bits
+                if not hit:
+                    continue
+                if (cr.when and cr.when not in active) or (cr.unless and cr.unless in active):
+                    continue
+                d = self._cached(hit, cr)
+                if d.action is Action.BLOCK:
+                    return d
+                return self._allowed(req, host, group, d)
+        return self._allowed(req, host, group, self._defaults[self._cat_names[(cat_bits & -cat_bits).bit_length() - 1]])
 
-    def _cached(self, i: int, hit: int, group: Group, cr: _CompiledRule, category: str) -> Decision:
+    def _cached(self, hit: int, cr: _CompiledRule) -> Decision:
+        """The (immutable, shared) decision of a rule for the categories it matched."""
         key = (id(cr), hit)
         d = self._cache.get(key)
         if d is None:
-            d = self._cache[key] = Decision(Action.BLOCK, category, cr.rule.id, cr.rule.clause)
+            category = self._cat_names[(hit & -hit).bit_length() - 1]
+            d = self._cache[key] = Decision(cr.rule.action, category, cr.rule.id, cr.rule.clause)
         return d
 
     def _allowed(self, req: Request, host: str, group: Group, d: Decision) -> Decision:
@@ -273,6 +286,13 @@ class Engine:
 
     def category_bits(self) -> dict[str, int]:
         return dict(self._bit)
+
+
+def sum_bits(masks: Iterator[int]) -> int:
+    out = 0
+    for m in masks:
+        out |= m
+    return out
 
 
 def _sources(policy: Policy, lists_dir: Path | None) -> list[tuple[str, str, str]]:

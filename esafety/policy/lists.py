@@ -110,7 +110,7 @@ def read_list(path: str | Path, fmt: str) -> ListEntries:
                     u = _url_entry(line)
                     if u is None:
                         rejected += 1
-                    elif u.endswith("/"):
+                    elif u.find("/") == len(u) - 1:
                         domains.append(u[:-1])  # a bare host in a URL list means the whole site
                     else:
                         urls.append(u)
