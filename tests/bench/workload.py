@@ -136,3 +136,41 @@ def write_if_changed(path: Path, lines: list[str], stamp: str) -> bool:
     tmp.replace(path)
     stamp_file.write_text(stamp)
     return True
+
+
+# -- HTML pages (proxy and content benchmarks) ---------------------------------------------------------
+
+_WORDS = ("the", "school", "pupils", "science", "week", "project", "river", "history", "library", "maths", "trip",
+          "parents", "evening", "results", "year", "team", "football", "music", "concert", "homework", "club",
+          "reading", "teachers", "museum", "volcano", "energy", "planet", "garden", "charity", "assembly", "art",
+          "and", "of", "to", "in", "for", "with", "on", "our", "was", "were", "this", "their", "new", "great")
+# Phrases from the default policy's phrase lists: enough of them push a page over the threshold.
+FLAGGED = ("online casino", "free spins", "deposit bonus", "place your bet", "jackpot", "sports betting")
+
+
+def html_page(size: int, seed: int = SEED + 3, flagged: int = 0) -> bytes:
+    """A deterministic HTML page of exactly `size` bytes (ASCII): head, nav, paragraphs, a script.
+
+    flagged: how many phrases from the policy's gambling list to scatter through the text.
+    """
+    rng = random.Random(seed * 1_000_003 + size * 7 + flagged)
+    head = ("<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>Example Academy news</title>"
+            "<style>body{font-family:sans-serif;margin:2em}nav a{margin-right:1em}</style></head>\n<body>\n"
+            "<nav><a href=\"/\">Home</a><a href=\"/news\">News</a><a href=\"/term-dates\">Term dates</a></nav>\n"
+            "<h1>News from Example Academy</h1>\n")
+    tail = "<script>document.querySelectorAll('nav a').forEach(a=>a.title=a.textContent)</script>\n</body></html>\n"
+    parts = [head]
+    length = len(head) + len(tail)
+    placed = 0
+    while length < size:
+        words = [rng.choice(_WORDS) for _ in range(rng.randrange(25, 70))]
+        if placed < flagged:
+            words.insert(rng.randrange(len(words)), FLAGGED[placed % len(FLAGGED)])
+            placed += 1
+        p = f"<p>{' '.join(words).capitalize()}. <a href=\"/news/{rng.randrange(10**5)}\">Read more</a></p>\n"
+        parts.append(p)
+        length += len(p)
+    body = "".join(parts)[: size - len(tail)]
+    body = body[: body.rfind("\n") + 1] if "\n" in body[len(head):] else body
+    page = body + tail
+    return (page + " " * (size - len(page))).encode()[:size] if len(page) <= size else page.encode()[:size]

@@ -1,0 +1,315 @@
+"""Proxy throughput and latency for a 12 KB HTML page over plain HTTP, through each proxy in turn.
+
+Contenders, all explicit HTTP proxies on 127.0.0.1 in front of one nginx origin serving a deterministic
+12 KB page: bare mitmdump (no scripts), the esafety proxy (mitmdump with our add-ons, the full default
+policy, phrase scanning on: clients are 'unknown', which is scanned), e2guardian (Debian package, its
+default configuration and phrase lists, direct to the origin) and squid alone (no cache, no access
+log: the ceiling). wrk drives the load with a Lua script that sends absolute-form request lines.
+
+  - throughput: requests/s with 16 keep-alive connections, one wrk thread (the other core serves);
+  - latency: p50/p99 with one connection, request after request: what a proxy adds to each request,
+    without queueing.
+Rounds alternate the contenders; medians are reported.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from tests.bench.common import (
+    BENCH_DIR,
+    ROOT,
+    Row,
+    alternate,
+    free_port,
+    processes,
+    row,
+    say,
+    spawn,
+    tail,
+    wait_port,
+    which,
+)
+from tests.bench.workload import html_page
+
+NAME = "proxy"
+WORK = BENCH_DIR / "proxy"
+PAGE_SIZE = 12 * 1024
+ORIGIN_HOST = "localhost"  # a name, not an IP literal (the default policy blocks those for pupils)
+MITMDUMP = str(Path(sys.executable).with_name("mitmdump"))
+ADDONS = ROOT / "proxy_addons" / "entry.py"
+POLICY = ROOT / "policies" / "aup.yaml"
+
+LUA = """
+wrk.method = "GET"
+wrk.path = os.getenv("BENCH_URL")
+wrk.headers["Host"] = os.getenv("BENCH_HOST")
+wrk.headers["User-Agent"] = "esafety-bench"
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format('\\nBENCH {"requests":%d,"duration_us":%d,"bytes":%d,"connect":%d,"read":%d,' ..
+    '"write":%d,"status":%d,"timeout":%d,"p50_us":%d,"p90_us":%d,"p99_us":%d,"max_us":%d,"mean_us":%.1f}\\n',
+    summary.requests, summary.duration, summary.bytes, e.connect, e.read, e.write, e.status, e.timeout,
+    latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.max, latency.mean))
+end
+"""
+
+
+# -- peers ---------------------------------------------------------------------------------------------
+
+
+def _chmod_open(path: Path) -> Path:
+    """A folder the peers' unprivileged users (nobody, proxy, e2guardian) may write logs into."""
+    path.mkdir(parents=True, exist_ok=True)
+    path.chmod(0o777)
+    return path
+
+
+def start_nginx(procs: list[subprocess.Popen], binary: str) -> int:
+    d = WORK / "nginx"
+    (d / "www").mkdir(parents=True, exist_ok=True)
+    _chmod_open(d / "logs")
+    (d / "www" / "page.html").write_bytes(html_page(PAGE_SIZE))
+    port = free_port()
+    (d / "nginx.conf").write_text(f"""
+worker_processes 1;
+daemon off;
+pid {d}/nginx.pid;
+error_log {d}/logs/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    types {{ text/html html; }}
+    default_type text/html;
+    charset utf-8;
+    sendfile on;
+    tcp_nodelay on;
+    keepalive_requests 1000000;
+    keepalive_timeout 120s;
+    client_body_temp_path {d}/logs/body;
+    proxy_temp_path {d}/logs/proxy;
+    fastcgi_temp_path {d}/logs/fastcgi;
+    uwsgi_temp_path {d}/logs/uwsgi;
+    scgi_temp_path {d}/logs/scgi;
+    server {{
+        listen 127.0.0.1:{port};
+        root {d}/www;
+    }}
+}}
+""")
+    p = spawn(procs, [binary, "-p", str(d), "-e", str(d / "logs" / "error.log"), "-c", str(d / "nginx.conf")],
+              d / "logs" / "stdout.log")
+    wait_port(port, p, what="nginx")
+    return port
+
+
+def start_squid(procs: list[subprocess.Popen], binary: str) -> int:
+    d = _chmod_open(WORK / "squid")
+    port = free_port()
+    conf = d / "squid.conf"
+    conf.write_text(f"""
+http_port 127.0.0.1:{port}
+http_access allow all
+cache deny all
+cache_mem 0 MB
+access_log none
+cache_log {d}/cache.log
+pid_filename {d}/squid.pid
+coredump_dir {d}
+cache_effective_user proxy
+workers 1
+shutdown_lifetime 0 seconds
+via off
+forwarded_for delete
+""")
+    p = spawn(procs, [binary, "-N", "-f", str(conf)], d / "stdout.log")
+    wait_port(port, p, timeout=30, what="squid")
+    return port
+
+
+def start_e2guardian(procs: list[subprocess.Popen], binary: str) -> int:
+    """e2guardian with its Debian default configuration, copied to var/bench and pointed at our port."""
+    d = WORK / "e2guardian"
+    etc = d / "etc"
+    if etc.exists():
+        shutil.rmtree(etc)
+    shutil.copytree("/etc/e2guardian", etc)
+    logs = _chmod_open(d / "log")
+    for f in etc.rglob("*"):
+        if f.is_file() and not f.is_symlink():
+            try:
+                text = f.read_text()
+            except UnicodeDecodeError:
+                continue
+            if "/etc/e2guardian" in text:
+                f.write_text(text.replace("/etc/e2guardian", str(etc)))
+    port = free_port()
+    conf = etc / "e2guardian.conf"
+    settings = {"filterip": "127.0.0.1", "filterports": str(port), "loglocation": f"'{logs}/access.log'",
+                "pidfilename": f"'{logs}/e2guardian.pid'", "nodaemon": "on", "filecachedir": f"'{logs}'"}
+    lines = []
+    for line in conf.read_text().splitlines():
+        key = line.lstrip("#").split("=", 1)[0].strip()
+        if key in settings and "=" in line:
+            continue
+        lines.append(line)
+    lines += [f"{k} = {v}" for k, v in settings.items()]
+    conf.write_text("\n".join(lines) + "\n")
+    p = spawn(procs, [binary, "-N", "-c", str(conf)], logs / "stdout.log")
+    wait_port(port, p, timeout=60, what="e2guardian")
+    return port
+
+
+def start_mitmdump(procs: list[subprocess.Popen], esafety: bool, name: str) -> int:
+    d = WORK / name
+    home = d / "home"
+    if d.exists():
+        shutil.rmtree(d)
+    home.mkdir(parents=True)
+    port = free_port()
+    cmd = [MITMDUMP, "-q", "--listen-host", "127.0.0.1", "--listen-port", str(port),
+           "--set", f"confdir={home / 'ca'}", "--set", "connection_strategy=lazy", "--set", "stream_large_bodies=8m"]
+    env = dict(os.environ)
+    if esafety:
+        from esafety.store.db import upgrade
+
+        db = f"sqlite:///{home / 'esafety.db'}"
+        upgrade(db)
+        cmd += ["-s", str(ADDONS), "--set", f"esafety_policy={POLICY}", "--set", f"esafety_home={home}",
+                "--set", f"esafety_database_url={db}", "--set", "esafety_metrics_port=0"]
+        env["ESAFETY_DASHBOARD_URL"] = "http://dashboard.bench"
+    p = spawn(procs, cmd, d / "mitmdump.log", env=env, cwd=d)
+    wait_port(port, p, timeout=60, what=name)
+    return port
+
+
+# -- load ----------------------------------------------------------------------------------------------
+
+
+def check(proxy_port: int, url: str) -> None:
+    """One request through the proxy must return the page itself (not a block or error page)."""
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({"http": f"http://127.0.0.1:{proxy_port}"}))
+    with opener.open(url, timeout=15) as resp:
+        body = resp.read()
+    if resp.status != 200 or len(body) != PAGE_SIZE:
+        raise RuntimeError(f"proxy on {proxy_port} answered {resp.status} with {len(body)} bytes, not the page")
+
+
+def wrk(wrk_bin: str, proxy_port: int, url: str, host: str, connections: int, seconds: float) -> dict[str, float]:
+    script = WORK / "absolute-form.lua"
+    script.write_text(LUA)
+    env = {**os.environ, "BENCH_URL": url, "BENCH_HOST": host}
+    out = subprocess.run([wrk_bin, "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--timeout", "10s",
+                          "-s", str(script), f"http://127.0.0.1:{proxy_port}"],
+                         capture_output=True, text=True, env=env, timeout=seconds + 60)
+    line = next((ln for ln in out.stdout.splitlines() if ln.startswith("BENCH ")), None)
+    if line is None:
+        raise RuntimeError(f"wrk gave no result (exit {out.returncode}): {out.stdout[-500:]} {out.stderr[-500:]}")
+    r = json.loads(line[6:])
+    errors = r["connect"] + r["read"] + r["write"] + r["status"] + r["timeout"]
+    if errors > max(2, r["requests"] // 1000):
+        raise RuntimeError(f"{errors} errors of {r['requests']} requests through port {proxy_port}: {r}")
+    return {"rps": r["requests"] / (r["duration_us"] / 1e6), "p50_ms": r["p50_us"] / 1000,
+            "p99_ms": r["p99_us"] / 1000, "errors": errors}
+
+
+def _workers_supported() -> bool:
+    esafety = Path(sys.executable).with_name("esafety")
+    try:
+        out = subprocess.run([str(esafety), "run", "--help"], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return "--workers" in out.stdout
+
+
+# -- run -----------------------------------------------------------------------------------------------
+
+
+def run(quick: bool) -> dict[str, Any]:
+    rows: list[Row] = []
+    notes: list[str] = []
+    bench = "proxy (12 KB HTML, HTTP)"
+    wrk_bin, nginx_bin = which("wrk"), which("nginx")
+    if not wrk_bin or not nginx_bin:
+        raise RuntimeError("wrk and nginx are needed: scripts/install-system-deps.sh bench")
+    rounds, thr_s, lat_s = (1, 3.0, 2.0) if quick else (3, 8.0, 5.0)
+    WORK.mkdir(parents=True, exist_ok=True)
+    with processes() as procs:
+        origin = start_nginx(procs, nginx_bin)
+        url, host = f"http://{ORIGIN_HOST}:{origin}/page.html", f"{ORIGIN_HOST}:{origin}"
+        ports: dict[str, int] = {}
+        ports["mitmdump (bare)"] = start_mitmdump(procs, False, "mitmdump-bare")
+        ports["esafety"] = start_mitmdump(procs, True, "esafety")
+        e2g, squid = which("e2guardian"), which("squid")
+        if e2g:
+            try:
+                ports["e2guardian"] = start_e2guardian(procs, e2g)
+            except RuntimeError as exc:
+                notes.append(f"e2guardian did not start: {exc}: {tail(WORK / 'e2guardian' / 'log' / 'stdout.log', 5)}")
+        else:
+            notes.append("e2guardian not installed")
+        if squid:
+            try:
+                ports["squid"] = start_squid(procs, squid)
+            except RuntimeError as exc:
+                notes.append(f"squid did not start: {exc}: {tail(WORK / 'squid' / 'cache.log', 5)}")
+        else:
+            notes.append("squid not installed")
+        for name, port in list(ports.items()):
+            try:
+                check(port, url)
+                wrk(wrk_bin, port, url, host, 4, 1)  # warm-up: connections, caches, JIT-free but lazy imports
+            except (OSError, RuntimeError) as exc:
+                notes.append(f"{name} left out: {exc}")
+                del ports[name]
+        if "esafety" not in ports:
+            raise RuntimeError(f"the esafety proxy did not serve the page: {tail(WORK / 'esafety' / 'mitmdump.log')}")
+
+        def contender(port: int) -> Any:
+            def measure() -> dict[str, float]:
+                t = wrk(wrk_bin, port, url, host, 16, thr_s)
+                lat = wrk(wrk_bin, port, url, host, 1, lat_s)
+                return {"rps": t["rps"], "p50_ms": lat["p50_ms"], "p99_ms": lat["p99_ms"],
+                        "loaded_p99_ms": t["p99_ms"]}
+            return measure
+
+        say(f"proxy: contenders {', '.join(ports)}; {rounds} round(s) of {thr_s:.0f}s at 16 connections "
+            f"+ {lat_s:.0f}s at 1 connection")
+        res = alternate(rounds, {name: contender(port) for name, port in ports.items()},
+                        log=lambda m: say(f"proxy: {m}"))
+        access_log = WORK / "esafety" / "home" / "log" / "access.jsonl"
+        logged = sum(1 for _ in access_log.open()) if access_log.exists() else 0
+    ours, bare = res["esafety"], res["mitmdump (bare)"]
+    for name, figures in res.items():
+        if name != "esafety":
+            rows.append(row(bench, "requests/s, 16 connections", ours["rps"], "req/s", peer=figures["rps"],
+                            peer_name=name))
+    rows.append(row(bench, "throughput esafety / bare mitmdump", ours["rps"] / bare["rps"], "x", goal=(">=", 0.9)))
+    rows.append(row(bench, "p50 latency, 1 connection", ours["p50_ms"], "ms", peer=bare["p50_ms"],
+                    peer_name="mitmdump (bare)", better="lower"))
+    rows.append(row(bench, "p99 latency, 1 connection", ours["p99_ms"], "ms", peer=bare["p99_ms"],
+                    peer_name="mitmdump (bare)", better="lower"))
+    rows.append(row(bench, "p99 added by our add-ons", ours["p99_ms"] - bare["p99_ms"], "ms", goal=("<", 2),
+                    better="lower", note="esafety p99 minus bare mitmdump p99, one connection"))
+    for name in ("e2guardian", "squid"):
+        if name in res:
+            rows.append(row(bench, "p99 latency, 1 connection", ours["p99_ms"], "ms", peer=res[name]["p99_ms"],
+                            peer_name=name, better="lower"))
+    rows.append(row(bench, "p99 latency, 16 connections", ours["loaded_p99_ms"], "ms",
+                    peer=bare["loaded_p99_ms"], peer_name="mitmdump (bare)", better="lower"))
+    if _workers_supported():
+        notes.append("`esafety run --workers` exists but is not benchmarked yet")
+    else:
+        rows.append(row(bench, "esafety 2 workers vs 1", "not available", "", note="`esafety run --workers` "
+                        "does not exist yet"))
+    notes.append(f"esafety access log recorded {logged:,} requests (logging was on)")
+    notes.append("e2guardian: Debian default configuration (weighted phrase lists, no MITM), direct to the origin; "
+                 "squid: no cache, no access log")
+    return {"rows": rows, "notes": notes, "raw": res}
