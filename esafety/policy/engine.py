@@ -88,6 +88,10 @@ class Engine:
         self._may_match = {g: -1 if any(not cr.mask for cr in rules) else sum_bits(cr.mask for cr in rules)
                            for g, rules in self._rules.items()}
         self._defaults = {name: Decision(Action.ALLOW, name, "default", "") for name in cats}
+        # Per group, everything deciding needs, in one lookup: (group, exception bits, may_match, rules).
+        self._group_info = {g.name: (g, self._exceptions_for[g.name], self._may_match[g.name], self._rules[g.name])
+                            for g in policy.groups.values()}
+        self._default_info = self._group_info[policy.default_group]
 
     # -- build ---------------------------------------------------------------------------------
 
@@ -203,14 +207,14 @@ class Engine:
         return host, bits
 
     def decide(self, req: Request, who: Identity, now: float | None = None) -> Decision:
-        group = self.policy.groups.get(who.group) or self.policy.groups[self.policy.default_group]
+        group, exceptions, may_match, rules = self._group_info.get(who.group) or self._default_info
         host, bits = self.categories_of(req)
-        if bits & self._exceptions_for[group.name]:
+        if bits & exceptions:
             return Decision(Action.ALLOW, self._first_category(bits) or "exception", f"exception:{group.name}", "")
         cat_bits = bits & self._cat_mask or self._uncategorised
-        if cat_bits & self._may_match[group.name]:
+        if cat_bits & may_match:
             active = self._active_schedules(time.time() if now is None else now)
-            for cr in self._rules[group.name]:
+            for cr in rules:
                 hit = cat_bits & cr.mask if cr.mask else cat_bits
                 if not hit:
                     continue
