@@ -64,12 +64,13 @@ def _complete(r: dict[str, Any], module: str) -> Row:
 
 
 def _flatten(d: dict[str, Any], prefix: str = "", depth: int = 0) -> list[tuple[str, Any]]:
-    """Nested metrics as dotted keys, three levels deep; anything deeper becomes one text cell."""
+    """Nested metrics as dotted keys: the top level always, deeper dicts when they hold only figures
+    (sqlite.queue_ms.first_page); a deeper dict holding dicts becomes one text cell."""
     items: list[tuple[str, Any]] = []
     for k, v in d.items():
         key = f"{prefix}{k}"
         if isinstance(v, dict) and v and not ({"ours", "metric"} & v.keys()):
-            if depth < 2:
+            if depth == 0 or not any(isinstance(x, dict | list | tuple) for x in v.values()):
                 items.extend(_flatten(v, f"{key}.", depth + 1))
             else:
                 items.append((key, _summary(v)))
@@ -82,7 +83,7 @@ def _flatten(d: dict[str, Any], prefix: str = "", depth: int = 0) -> list[tuple[
 
 def _summary(v: Any) -> str:
     if isinstance(v, dict):
-        return ", ".join(f"{k}={_summary(x)}" for k, x in v.items())
+        return ", ".join(f"{k} ({_summary(x)})" if isinstance(x, dict) else f"{k}={_summary(x)}" for k, x in v.items())
     if isinstance(v, list | tuple):
         return "[" + ", ".join(_summary(x) for x in v) + "]"
     return fmt_num(v)
@@ -174,7 +175,9 @@ def run_inline(name: str, quick: bool, package: str = BENCH_PKG) -> dict[str, An
         mod = importlib.import_module(f"{package}.bench_{name}")
         result = mod.run(quick)
         rows, notes = normalise(name, result)
-        raw = result.get("raw") if isinstance(result, dict) else None
+        raw = None
+        if isinstance(result, dict):  # a plain dict of metrics is kept whole
+            raw = result.get("raw") if isinstance(result.get("rows"), list) else result
         return {"name": name, "ok": True, "seconds": round(time.perf_counter() - t0, 1), "rows": rows,
                 "notes": notes, "raw": raw, "error": None}
     except BaseException as exc:  # noqa: BLE001 - one benchmark failing must not lose the others
