@@ -18,6 +18,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
+from itertools import chain
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -137,10 +138,11 @@ class Engine:
                 log.warning("compiled index unusable, rebuilding", extra={"fields": {"error": str(exc)}})
                 index = None
         if index is None:
-            items: list[tuple[str, int]] = []
+            lists: list[tuple[list[str], int]] = []  # (domains, bit): no million (domain, bit) tuples
+            items: list[tuple[str, int]] = []  # the policy's own few entries
             for cat, path, fmt in tqdm(sources, desc="compiling lists", unit="list", disable=not progress):
                 entries = read_list(path, fmt)
-                items.extend((d, bit[cat]) for d in entries.domains)
+                lists.append((entries.domains, bit[cat]))
                 counts[cat] += len(entries.domains) + len(entries.urls)
                 for u in entries.urls:
                     host, _, p = u.partition("/")
@@ -159,7 +161,9 @@ class Engine:
             items.extend((d, no_inspect_bit) for d in map(normalise_domain, policy.no_inspect) if d)
             for i, (_g, doms) in enumerate(sorted(policy.exceptions.items())):
                 items.extend((d, 1 << (len(cats) + 1 + i)) for d in map(normalise_domain, doms) if d)
-            index = DomainIndex.build(items)
+            index = DomainIndex.build(chain(((d, b) for ds, b in lists for d in ds), items),
+                                      count=sum(len(ds) for ds, _b in lists) + len(items))
+            del lists
             if cache_file and meta_file:
                 cache_file.parent.mkdir(parents=True, exist_ok=True)
                 index.save(cache_file)

@@ -16,9 +16,9 @@ _MARKS = re.compile(r"[\u0300-\u036f]")
 
 
 def fold(text: str) -> str:
-    if not text.isascii():
-        text = _MARKS.sub("", unicodedata.normalize("NFKD", text))
-    return _squash(text.casefold())
+    if text.isascii():
+        return _squash(text.lower())  # the same as casefold() for ASCII, and faster
+    return _squash(_MARKS.sub("", unicodedata.normalize("NFKD", text)).casefold())
 
 
 def _squash(text: str) -> str:
