@@ -18,6 +18,7 @@ COMMAND_MODULES = (
     "esafety.commands.users",
     "esafety.commands.sensor",
     "esafety.commands.audit",
+    "esafety.commands.registrations",
 )
 
 

@@ -55,3 +55,20 @@ SENSOR_DROPPED = Counter("esafety_sensor_dropped_packets_total", "Frames skipped
 SENSOR_EVICTIONS = Counter("esafety_sensor_flow_table_evictions_total",
                            "Flows evicted because the flow table was full")
 SENSOR_ACTIVE_FLOWS = Gauge("esafety_sensor_active_flows", "Flows in the sensor's flow table")
+
+# -- registrations -------------------------------------------------------------------------------------
+REGISTRATIONS = Gauge("esafety_registrations", "WiFi registrations by state (periodic collector)", ["state"])
+REGISTRATIONS_OVERDUE = Gauge("esafety_registrations_overdue",
+                              "Registrations still waiting for IT past their due time (1 working day)")
+REGISTRATIONS_OLDEST_PENDING = Gauge("esafety_registrations_oldest_pending_working_seconds",
+                                     "Working time (school calendar) the oldest waiting registration has waited")
+REGISTRATION_SLA_BREACHES = Counter("esafety_registrations_sla_breaches_total",
+                                    "Registrations that passed their due time before IT decided")
+REGISTRATION_DECISIONS = Counter("esafety_registrations_decisions_total", "IT decisions on registrations",
+                                 ["decision"])
+REGISTRATION_REVOCATIONS = Counter("esafety_registrations_revocations_total", "Registrations revoked, by reason code",
+                                   ["reason"])
+REGISTRATION_QUARANTINES = Counter("esafety_registrations_quarantines_total",
+                                   "Devices quarantined, by who (system: failed checks past the grace period)", ["by"])
+REGISTRATION_SHARING_DETECTIONS = Counter("esafety_registrations_credential_sharing_detections_total",
+                                          "Accounts raised as possibly shared, by signal (devices, ips)", ["signal"])

@@ -5,6 +5,7 @@ from alembic import context
 from esafety.store.db import get_engine
 from esafety.store.models import Base
 import esafety.incidents.tables, esafety.webauth  # noqa: F401,E401 - incident workflow tables (autogenerate)
+import esafety.registrations.tables  # noqa: F401 - WiFi registration tables (autogenerate)
 
 config = context.config
 target_metadata = Base.metadata
