@@ -22,6 +22,10 @@ ROUTE_MODULES = (
     "dashboard.routes.incidents_api",
     "dashboard.routes.admin_users",
     "dashboard.routes.incidents_worker",
+    "dashboard.routes.wifi_member",
+    "dashboard.routes.wifi_admin",
+    "dashboard.routes.wifi_policy",
+    "dashboard.routes.wifi_worker",
 )
 
 

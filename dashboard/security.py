@@ -10,8 +10,11 @@ How other routers use this module:
     @router.post("/devices/{id}/retire", dependencies=[Depends(csrf_protect)])
     def retire(..., user: CurrentUser = Depends(require_roles("it_admin"))): ...
 
-* `current_user` - any signed-in person. Pages (not /api/) without a session are redirected to
-  /login?next=...; /api/ paths get 401.
+* `current_user` - any signed-in person, members included (below). Pages (not /api/) without a
+  session are redirected to /login?next=...; /api/ paths get 401.
+* `MEMBER` - the access level of people with no dashboard role (pupils, staff without a role):
+  they may sign in and reach only pages that serve their own things (WiFi registration, account).
+  Staff pages use `require_roles`, which members never pass.
 * `require_roles(*roles)` - signed in and holding at least one of the roles, else 403.
 * `csrf_protect` - for every state-changing request made with a session cookie: the form field
   `csrf_token` (use `{{ csrf_field() }}` in templates, see dashboard/templating.py) or the header
@@ -53,6 +56,7 @@ RATE_WINDOW = timedelta(minutes=15)
 MAX_FAILURES_PER_USER = 5
 MAX_FAILURES_PER_IP = 30
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+MEMBER = "member"  # signed in without a dashboard role: only their own pages
 
 
 @dataclass(frozen=True)
@@ -115,7 +119,8 @@ def _lookup_session(request: Request) -> CurrentUser | None:
         if _aware(ws.last_seen_at) + TOUCH_EVERY < now:
             ws.last_seen_at = now
             s.commit()
-        return CurrentUser(user.username, user.display_name or user.username, _roles(user), ws.csrf_token)
+        return CurrentUser(user.username, user.display_name or user.username, _roles(user) or frozenset({MEMBER}),
+                           ws.csrf_token)
 
 
 def _login_redirect(request: Request) -> HTTPException:
@@ -231,8 +236,6 @@ def authenticate(request: Request, username: str, password: str) -> User | None:
     if by_user >= MAX_FAILURES_PER_USER or by_ip >= MAX_FAILURES_PER_IP:
         raise RateLimited
     user = verify_user(request.app.state.settings.database_url, username, password)
-    if user is not None and not _roles(user):
-        user = None  # pupils and visitors have no dashboard
     with db(request) as s:
         s.add(LoginAttempt(username=username, ip=ip, ok=user is not None, at=now))
         s.execute(delete(LoginAttempt).where(LoginAttempt.at < now - timedelta(days=30)))

@@ -40,7 +40,7 @@ def home(user: CurrentUser = Depends(current_user)) -> Response:
         return RedirectResponse("/incidents", status_code=303)
     if "admin" in user.roles:
         return RedirectResponse("/admin/users", status_code=303)
-    return RedirectResponse("/account", status_code=303)
+    return RedirectResponse("/wifi", status_code=303)  # members (pupils, staff without a role): their devices
 
 
 @router.get("/account")

@@ -27,6 +27,8 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import yaml
+
 from esafety.policy.loader import PolicyError, PolicyInvalid, _Doc
 
 log = logging.getLogger("esafety.registrations")
@@ -39,6 +41,19 @@ MAX_SCAN_DAYS = 3700  # ten years: a calendar that closes every day is an error,
 
 class CalendarInvalid(PolicyInvalid):
     """Every problem in the file, each with file:line."""
+
+
+class _CalendarDoc(_Doc):
+    """The policy loader's line-tracking document, but a scalar YAML cannot construct (2026-13-01
+    looks like a date to YAML and raises) stays its text, so it is reported with its line."""
+
+    def _plain(self, node: yaml.Node, path: tuple[Any, ...]) -> Any:
+        try:
+            return super()._plain(node, path)
+        except ValueError:
+            if isinstance(node, yaml.ScalarNode):
+                return str(node.value)
+            raise
 
 
 @dataclass(frozen=True)
@@ -198,7 +213,7 @@ def _working_days(doc: _Doc, value: Any) -> frozenset[int] | None:
 
 def parse_calendar(path: Path, text: str) -> SchoolCalendar:
     try:
-        doc = _Doc(path, text)
+        doc = _CalendarDoc(path, text)
     except PolicyInvalid as exc:
         raise CalendarInvalid(exc.errors) from exc
     data = doc.data
