@@ -73,7 +73,7 @@ def _after(request: Request, user: CurrentUser, reg_id: int, fn, *args) -> Respo
             fn(s, reg_id, wc.actor(user), *args)
     except RegistrationError as exc:
         return _detail(request, user, reg_id, str(exc), exc.status)
-    return RedirectResponse(f"/registrations/{reg_id:int}", status_code=303)
+    return RedirectResponse(f"/registrations/{reg_id}", status_code=303)
 
 
 @router.post("/registrations/{reg_id:int}/approve", dependencies=[Depends(csrf_protect)])

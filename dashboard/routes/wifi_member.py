@@ -102,7 +102,7 @@ def register_device(request: Request, user: CurrentUser = Depends(current_user),
             reg_id = reg.id
     except RegistrationError as exc:
         return _home(request, user, str(exc), form, exc.status)
-    return RedirectResponse(f"/wifi/devices/{reg_id:int}", status_code=303)
+    return RedirectResponse(f"/wifi/devices/{reg_id}", status_code=303)
 
 
 def _device(request: Request, user: CurrentUser, reg_id: int, error: str = "", status: int = 200) -> Response:
@@ -141,4 +141,4 @@ def withdraw(request: Request, reg_id: int, user: CurrentUser = Depends(current_
                              "withdrawn by the owner", request.app.state.settings.dashboard_url)
     except RegistrationError as exc:
         return _device(request, user, reg_id, str(exc), exc.status)
-    return RedirectResponse(f"/wifi/devices/{reg_id:int}", status_code=303)
+    return RedirectResponse(f"/wifi/devices/{reg_id}", status_code=303)
