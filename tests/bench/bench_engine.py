@@ -16,7 +16,6 @@ import contextlib
 import json
 import mmap
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -131,7 +130,7 @@ def _probe_main(cache: Path) -> None:
     after_touch = rss_kib(os.getpid())
     print(json.dumps({"build_s": build_s, "rss_before_mb": before / 1024, "rss_build_mb": (after_build - before) / 1024,
                       "rss_added_mb": (after_touch - before) / 1024,
-                      "peak_added_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - before / 1024,
+                      "peak_added_mb": (rss_kib(os.getpid(), "VmHWM") - before) / 1024,
                       "domains": len(engine.index)}))
 
 

@@ -145,10 +145,14 @@ def which(name: str, *extra_dirs: str) -> str | None:
     return None
 
 
-def rss_kib(pid: int) -> int:
-    """Resident set size of a process, in KiB (VmRSS)."""
+def rss_kib(pid: int, field: str = "VmRSS") -> int:
+    """Resident set size of a process in KiB: VmRSS now, or VmHWM, its peak.
+
+    VmHWM, not getrusage's ru_maxrss: on Linux a child inherits its parent's ru_maxrss across
+    fork and exec, so a probe started from a big benchmark process would report the parent's peak.
+    """
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1])
     return 0
 
