@@ -30,9 +30,10 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy esafety proxy_addons
 
+# make bench [QUICK=1] [ONLY=engine,proxy]: side-by-side with the peers; results in var/bench/latest.json
 bench: $(STAMP)
 	bash scripts/install-system-deps.sh bench
-	$(BIN)/python -m tests.bench.run $(if $(QUICK),--quick,)
+	$(BIN)/python -m tests.bench.run $(if $(QUICK),--quick,) $(if $(ONLY),--only $(ONLY),)
 
 bench-compare: $(STAMP)
 	$(BIN)/python -m tests.bench.compare

@@ -54,7 +54,7 @@ def fmt_num(v: object) -> str:
     return f"{v:.3g}"
 
 
-def row(benchmark: str, metric: str, ours: float | None, unit: str, *, peer: float | None = None,
+def row(benchmark: str, metric: str, ours: float | str | None, unit: str, *, peer: float | None = None,
         peer_name: str = "", goal: tuple[str, float] | None = None, better: str = "higher",
         note: str = "") -> Row:
     """One line of the results table. goal is (operator, threshold) on `ours`, e.g. (">=", 300_000).
@@ -76,7 +76,7 @@ def row(benchmark: str, metric: str, ours: float | None, unit: str, *, peer: flo
             "better": better, "note": note}
 
 
-def _round(v: float | None) -> float | None:
+def _round(v: float | str | None) -> float | str | None:
     if isinstance(v, float):
         return float(f"{v:.6g}")
     return v
@@ -125,7 +125,7 @@ def wait_port(port: int, proc: subprocess.Popen | None = None, timeout: float = 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"{what or proc.args[0]} exited with {proc.returncode} before listening on {port}")
+            raise RuntimeError(f"{what or 'process'} exited with {proc.returncode} before listening on {port}")
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.5):
                 return
