@@ -4,13 +4,15 @@ and forged posts are refused with a clear message; IT's queue and decisions; ban
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from sqlalchemy import func, select
 
 from dashboard.app import create_app
 from esafety.incidents.tables import NotificationOutbox
+from esafety.registrations import sweep
+from esafety.registrations.prereqs import DeviceCompliance, StaticCompliance
 from esafety.registrations.tables import AupAcceptance, Registration, RegistrationEvent
 from esafety.store.db import sessions
 from tests.support import wifi
@@ -160,3 +162,31 @@ def test_it_publishes_a_new_aup_and_members_accept_again(database_url: str, tmp_
                                         "text": wifi.AUP_TEXT + " Revised."})
     home = sam.get("/wifi").text
     assert "accept the current AUP (version 2027-01)" in home and 'action="/wifi/register"' not in home
+
+
+def test_a_quarantined_device_page_says_what_to_fix_and_quotes_the_aup(database_url: str, tmp_path: Path) -> None:
+    app = _app(database_url, tmp_path)
+    agent = StaticCompliance({MAC: DeviceCompliance({"patched": True, "antivirus": True, "no_p2p": True,
+                                                     "no_hotspot": True})})
+    app.state.registration_compliance = agent
+    wifi.publish(database_url)
+    sam, it = signed_in(app, "sam.y9"), signed_in(app, "itadmin")
+    _accept(sam)
+    reg_id = int(_register(sam).headers["location"].rsplit("/", 1)[1])
+    token = csrf_of(it.get("/registrations").text)
+    assert it.post(f"/registrations/{reg_id}/approve", data={"csrf_token": token}, follow_redirects=False
+                   ).status_code == 303
+    with sessions(database_url)() as s:
+        s.execute(Registration.__table__.update().values(state="active"))  # type: ignore[attr-defined]
+        s.commit()
+    agent.set(MAC, DeviceCompliance({"patched": True, "antivirus": True, "no_p2p": False, "no_hotspot": True}))
+    with sessions(database_url)() as s:
+        sweep.enforce_compliance(s, agent, timedelta(0), "http://dash.test")
+        s.commit()
+    page = sam.get(f"/wifi/devices/{reg_id}").text
+    assert "quarantined" in page and "disconnected until it is fixed" in page
+    assert "Uninstall peer-to-peer" in page and "run antivirus and have no peer-to-peer programs" in page
+    detail = it.get(f"/registrations/{reg_id}").text
+    assert "failing: No P2P programs" in detail
+    r = it.post(f"/registrations/{reg_id}/release", data={"csrf_token": token, "note": "looked fine"})
+    assert r.status_code == 409 and "still fails" in r.text
