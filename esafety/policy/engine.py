@@ -198,8 +198,8 @@ class Engine:
                 if rx.search(target):
                     bits |= b
         if self._doh_by_shape and (
-            req.path.endswith("/dns-query") or req.content_type.startswith(_DOH_TYPES)
-            or req.accept.startswith(_DOH_TYPES)
+            req.path.endswith("/dns-query") or (req.content_type and req.content_type.startswith(_DOH_TYPES))
+            or (req.accept and req.accept.startswith(_DOH_TYPES))
         ):
             bits |= self._doh_bit
         if req.query:
@@ -228,7 +228,10 @@ class Engine:
                 if d.action is Action.BLOCK:
                     return d
                 return self._allowed(req, host, group, d)
-        return self._allowed(req, host, group, self._defaults[self._cat_names[(cat_bits & -cat_bits).bit_length() - 1]])
+        d = self._defaults[self._cat_names[(cat_bits & -cat_bits).bit_length() - 1]]
+        if not req.query and "youtube" not in host:  # _allowed's own first test, without the call
+            return d
+        return self._allowed(req, host, group, d)
 
     def _cached(self, hit: int, cr: _CompiledRule) -> Decision:
         """The (immutable, shared) decision of a rule for the categories it matched."""
