@@ -39,7 +39,7 @@ def _num(v: Any) -> float | None:
 def compare(latest: dict[str, Any], previous: dict[str, Any], threshold: float = 0.1) -> tuple[str, dict[str, int]]:
     """(Markdown table, counts of better / worse / same / new / gone)."""
     prev_rows = {_key(r): r for r in previous.get("rows", [])}
-    counts = {"better": 0, "worse": 0, "same": 0, "new": 0, "gone": 0}
+    counts = {"better": 0, "worse": 0, "same": 0, "changed": 0, "new": 0, "gone": 0}
     lines = ["| Benchmark | Metric | Previous | Latest | Change | Unit | Verdict |", "|---|---|---|---|---|---|---|"]
     seen = set()
     for r in latest.get("rows", []):
@@ -55,16 +55,18 @@ def compare(latest: dict[str, Any], previous: dict[str, Any], threshold: float =
         old_v = _num(old.get("ours"))
         if now_v is None or old_v is None or old_v == 0:
             verdict, change = ("same" if r.get("ours") == old.get("ours") else "changed"), ""
-            counts["same"] += verdict == "same"
+            counts[verdict] += 1
         else:
             rel = (now_v - old_v) / abs(old_v)
             change = f"{rel:+.1%}"
             if abs(rel) < threshold:
                 verdict = "same"
+            elif not r.get("unit") and r.get("better") not in ("higher", "lower"):
+                verdict = "changed"  # a count or a setting, not a figure with a direction
             else:
                 up_is_good = _better(r) == "higher"
                 verdict = "better" if (rel > 0) == up_is_good else "**worse**"
-            counts[verdict.strip("*")] += 1
+            counts[verdict.strip("*")] = counts.get(verdict.strip("*"), 0) + 1
         lines.append(f"| {k[0]} | {metric} | {fmt_num(old.get('ours'))} | {fmt_num(r.get('ours'))} | {change} | "
                      f"{r.get('unit', '')} | {verdict} |")
     for k, old in prev_rows.items():
