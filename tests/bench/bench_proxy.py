@@ -29,6 +29,7 @@ from tests.bench.common import (
     Row,
     alternate,
     free_port,
+    median,
     processes,
     row,
     say,
@@ -251,7 +252,7 @@ def run(quick: bool) -> dict[str, Any]:
     wrk_bin, nginx_bin = which("wrk"), which("nginx")
     if not wrk_bin or not nginx_bin:
         raise RuntimeError("wrk and nginx are needed: scripts/install-system-deps.sh bench")
-    rounds, thr_s, lat_s = (1, 3.0, 2.0) if quick else (3, 8.0, 5.0)
+    rounds, thr_s, lat_windows = (1, 3.0, 3) if quick else (3, 8.0, 5)
     WORK.mkdir(parents=True, exist_ok=True)
     with processes() as procs:
         origin = start_nginx(procs, nginx_bin)
@@ -288,13 +289,16 @@ def run(quick: bool) -> dict[str, Any]:
         def contender(port: int) -> Any:
             def measure() -> dict[str, float]:
                 t = wrk(wrk_bin, port, url, host, 16, thr_s)
-                lat = wrk(wrk_bin, port, url, host, 1, lat_s)
-                return {"rps": t["rps"], "p50_ms": lat["p50_ms"], "p99_ms": lat["p99_ms"],
-                        "loaded_p99_ms": t["p99_ms"]}
+                # Latency in 1 s windows, median of them: one burst of outside load (2 shared cores)
+                # spoils one window instead of the figure; the worst window is kept too.
+                lat = [wrk(wrk_bin, port, url, host, 1, 1) for _ in range(lat_windows)]
+                return {"rps": t["rps"], "p50_ms": median([x["p50_ms"] for x in lat]),
+                        "p99_ms": median([x["p99_ms"] for x in lat]),
+                        "worst_window_p99_ms": max(x["p99_ms"] for x in lat), "loaded_p99_ms": t["p99_ms"]}
             return measure
 
         say(f"proxy: contenders {', '.join(ports)}; {rounds} round(s) of {thr_s:.0f}s at 16 connections "
-            f"+ {lat_s:.0f}s at 1 connection")
+            f"+ {lat_windows} x 1s at 1 connection")
         res = alternate(rounds, {name: contender(port) for name, port in ports.items()},
                         log=lambda m: say(f"proxy: {m}"))
         access_log = WORK / "esafety" / "home" / "log" / "access.jsonl"
@@ -317,7 +321,9 @@ def run(quick: bool) -> dict[str, Any]:
     rows.append(row(bench, "p99 latency, 1 connection", ours["p99_ms"], "ms", peer=bare["p99_ms"],
                     peer_name="mitmdump (bare)", better="lower"))
     rows.append(row(bench, "p99 added by our add-ons", ours["p99_ms"] - bare["p99_ms"], "ms", goal=("<", 2),
-                    better="lower", note="esafety p99 minus bare mitmdump p99, one connection"))
+                    better="lower", note="esafety p99 minus bare mitmdump p99, one connection (median of 1 s "
+                    f"windows; worst window: esafety {ours['worst_window_p99_ms']:.1f} ms, bare "
+                    f"{bare['worst_window_p99_ms']:.1f} ms)"))
     for name in ("e2guardian", "squid"):
         if name in res:
             rows.append(row(bench, "p99 latency, 1 connection", ours["p99_ms"], "ms", peer=res[name]["p99_ms"],
