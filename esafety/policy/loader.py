@@ -13,6 +13,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 
+from esafety.policy.compliance_section import read_compliance
 from esafety.policy.lists import FORMATS
 from esafety.policy.schema import (
     KCSIE,
@@ -427,6 +428,7 @@ def _build(doc: _Doc, path: Path, text: str) -> Policy | None:  # noqa: C901 - o
     retention = Retention(int(rn.get("access_log_days", 90)), int(rn.get("incident_years", 25)))
 
     no_inspect = tuple(x.lower() for x in r.str_list(d, (), "no_inspect"))
+    compliance = read_compliance(doc, r, d)
     if doc.errors:
         return None
     return Policy(
@@ -435,5 +437,5 @@ def _build(doc: _Doc, path: Path, text: str) -> Policy | None:  # noqa: C901 - o
         rules=tuple(rules), exceptions=exceptions, no_inspect=no_inspect, safe_search=safe_search,
         circumvention=circumvention, downloads=downloads, phrases=phrases, watch_lists=tuple(watch),
         routing=tuple(routes), default_queue=default_queue or "it_services", notifications=notifications,
-        retention=retention,
+        retention=retention, compliance=compliance,
     )

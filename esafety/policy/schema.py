@@ -153,6 +153,26 @@ class Retention:
 
 
 @dataclass(frozen=True)
+class Compliance:
+    """Endpoint agents (the `compliance:` section): timings of the device rollup and what checks allow.
+
+    Sent to every agent with each reply (esafety/compliance/agentsettings.py), so a change in the
+    policy file reaches the devices at their next report."""
+
+    heartbeat_seconds: int = 60
+    check_seconds: int = 900
+    check_timeout_seconds: int = 10
+    grace_seconds: int = 86_400  # a failing critical check is in_grace this long, then noncompliant
+    stale_buffer_seconds: int = 120  # silent for heartbeat + buffer: stale
+    stale_limit_seconds: int = 259_200  # silent this long: noncompliant
+    listening_allow: tuple[str, ...] = ()  # process names allowed to listen on non-loopback addresses
+    admin_allow: tuple[str, ...] = ()  # accounts allowed in the local administrators group
+    p2p_names: tuple[str, ...] = ()
+    vpn_names: tuple[str, ...] = ()
+    monitor_sha256: str | None = None  # the safeguarding monitor's expected hash (None: any, but it must not change)
+
+
+@dataclass(frozen=True)
 class Policy:
     source: str
     digest: str
@@ -175,6 +195,7 @@ class Policy:
     default_queue: str
     notifications: Notifications
     retention: Retention
+    compliance: Compliance = Compliance()
 
     def clause_text(self, clause_id: str) -> str:
         c = self.clauses.get(clause_id)
