@@ -10,7 +10,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from esafety.config import load_settings
-from esafety.policy.lists import FORMATS, normalise_domain, read_list
+from esafety.policy.lists import FORMATS, ListEntries, normalise_domain, read_list
 from esafety.policy.loader import PolicyInvalid, load_policy
 
 
@@ -61,13 +61,11 @@ def cmd_import(args: argparse.Namespace) -> int:
     return 0
 
 
-def _read_with_progress(src: Path, fmt: str):  # type: ignore[no-untyped-def]
-    """read_list, with a byte-count progress bar over the file(s) read."""
+def _read_with_progress(src: Path, fmt: str) -> ListEntries:
+    """read_list, with a progress bar over the bytes read."""
     total = sum(f.stat().st_size for f in ([src] if src.is_file() else src.iterdir()) if f.is_file())
     with tqdm(total=total, unit="B", unit_scale=True, desc=f"importing {src.name}", file=sys.stderr) as bar:
-        entries = read_list(src, fmt)
-        bar.update(total)
-    return entries
+        return read_list(src, fmt, on_bytes=bar.update)
 
 
 def _atomic_write(path: Path, lines: list[str]) -> None:

@@ -67,6 +67,7 @@ class Engine:
             g.name: tuple(self._compile_rule(r) for r in policy.rules if not r.groups or r.groups & g.lineage)
             for g in policy.groups.values()
         }
+        self._exception_owner = {bit: g for g, bit in self._exception_bit.items()}
         self._exceptions_for: dict[str, int] = {
             g.name: sum(bit for name, bit in self._exception_bit.items() if name in g.lineage)
             for g in policy.groups.values()
@@ -214,7 +215,8 @@ class Engine:
         group, exceptions, may_match, rules = self._group_info.get(who.group) or self._default_info
         host, bits = self.categories_of(req)
         if bits & exceptions:
-            return Decision(Action.ALLOW, self._first_category(bits) or "exception", f"exception:{group.name}", "")
+            owner = self._exception_owner[(bits & exceptions) & -(bits & exceptions)]  # may be a parent group's
+            return Decision(Action.ALLOW, self._first_category(bits) or "exception", f"exception:{owner}", "")
         cat_bits = bits & self._cat_mask or self._uncategorised
         if cat_bits & may_match:
             active = self._active_schedules(time.time() if now is None else now)
@@ -340,8 +342,3 @@ def _read_meta(path: Path, bit: dict[str, int]) -> tuple[dict[str, int], dict[st
             prefixes.setdefault(host, []).append(("/" + p, bit[cat]))
     return counts, prefixes
 
-
-def iter_suffixes(host: str) -> Iterator[str]:
-    parts = host.split(".")
-    for i in range(len(parts)):
-        yield ".".join(parts[i:])

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -85,7 +85,22 @@ def _url_entry(raw: str) -> str | None:
     return f"{dom}/{path}".lower()
 
 
-def read_list(path: str | Path, fmt: str) -> ListEntries:
+def _counted(lines: Iterable[str], on_bytes: Callable[[int], None] | None) -> Iterator[str]:
+    """The lines, reporting roughly how many bytes were read every 16k lines (for a progress bar)."""
+    if on_bytes is None:
+        yield from lines
+        return
+    done = 0
+    for n, line in enumerate(lines, 1):
+        done += len(line)
+        if not n & 0x3FFF:
+            on_bytes(done)
+            done = 0
+        yield line
+    on_bytes(done)
+
+
+def read_list(path: str | Path, fmt: str, on_bytes: Callable[[int], None] | None = None) -> ListEntries:
     """Parse one list. Raises OSError (unreadable) or ValueError (unknown format)."""
     if fmt not in FORMATS:
         raise ValueError(f"unknown list format '{fmt}' (one of {', '.join(FORMATS)})")
@@ -102,7 +117,8 @@ def read_list(path: str | Path, fmt: str) -> ListEntries:
     for src, kind in sources:
         if not src.exists() and fmt == "ut1":
             continue
-        with open(src, encoding="utf-8", errors="replace") as fh:
+        with open(src, encoding="utf-8", errors="replace") as raw_fh:
+            fh = _counted(raw_fh, on_bytes)
             if kind == "urls":
                 for line in fh:
                     if not line.strip() or line.lstrip().startswith("#"):

@@ -417,15 +417,31 @@ def _build(doc: _Doc, path: Path, text: str) -> Policy | None:  # noqa: C901 - o
     default_queue = r.get(rt, ("routing",), "default_queue", str, default="it_services", check=_queue)
 
     nt = r.get(d, (), "notifications", dict, default={}) or {}
-    ack = nt.get("ack_minutes", {5: 15, 4: 60, 3: 480, 2: 1440, 1: 2880})
+    ntp = ("notifications",)
+    ack = r.get(nt, ntp, "ack_minutes", dict, default={5: 15, 4: 60, 3: 480, 2: 1440, 1: 2880}) or {}
+    ack_minutes = {}
+    for level, minutes in ack.items():
+        if not (isinstance(minutes, int) and str(level).isdigit() and 1 <= int(level) <= 5 and minutes > 0):
+            doc.error((*ntp, "ack_minutes", level), "ack_minutes maps a level 1-5 to a whole number of minutes")
+            continue
+        ack_minutes[int(level)] = minutes
+    immediate = []
+    for i, level in enumerate(r.get(nt, ntp, "immediate_levels", list, default=[4, 5]) or []):
+        if isinstance(level, int) and not isinstance(level, bool) and _level(level) is None:
+            immediate.append(level)
+        else:
+            doc.error((*ntp, "immediate_levels", i), "immediate_levels holds risk levels 1-5")
     notifications = Notifications(
-        immediate_levels=frozenset(int(x) for x in nt.get("immediate_levels", [4, 5])),
-        digest_hour=int(nt.get("digest_hour", 16)),
-        ack_minutes={int(k): int(v) for k, v in (ack or {}).items()},
-        on_call=tuple(r.str_list(nt, ("notifications",), "on_call")),
+        immediate_levels=frozenset(immediate),
+        digest_hour=r.get(nt, ntp, "digest_hour", int, default=16,
+                          check=lambda v: None if 0 <= v <= 23 else "digest_hour must be 0-23"),
+        ack_minutes=ack_minutes,
+        on_call=tuple(r.str_list(nt, ntp, "on_call")),
     )
     rn = r.get(d, (), "retention", dict, default={}) or {}
-    retention = Retention(int(rn.get("access_log_days", 90)), int(rn.get("incident_years", 25)))
+    positive = lambda v: None if v > 0 else "must be a positive number"  # noqa: E731
+    retention = Retention(r.get(rn, ("retention",), "access_log_days", int, default=90, check=positive) or 90,
+                          r.get(rn, ("retention",), "incident_years", int, default=25, check=positive) or 25)
 
     no_inspect = tuple(x.lower() for x in r.str_list(d, (), "no_inspect"))
     compliance = read_compliance(doc, r, d)

@@ -1,0 +1,124 @@
+"""The per-request decision on the shipped AUP: groups, rules, schedules, exceptions, derived categories."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from esafety.identity import Identity
+from esafety.policy.engine import Engine
+from esafety.policy.loader import load_policy
+from esafety.policy.model import Request
+from esafety.policy.schema import Action
+
+ROOT = Path(__file__).resolve().parents[2]
+LONDON = ZoneInfo("Europe/London")
+# Wednesday 10:00 is in lessons; Wednesday 12:45 is lunch; Saturday is outside school.
+LESSON = datetime(2026, 11, 18, 10, 0, tzinfo=LONDON).timestamp()
+LUNCH = datetime(2026, 11, 18, 12, 45, tzinfo=LONDON).timestamp()
+WEEKEND = datetime(2026, 11, 21, 10, 0, tzinfo=LONDON).timestamp()
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory: pytest.TempPathFactory) -> Engine:
+    return Engine.build(load_policy(ROOT / "policies" / "aup.yaml"), None, tmp_path_factory.mktemp("cache"))
+
+
+def ask(engine: Engine, url: str, group: str, at: float = LESSON, **extra: str):
+    u = urlsplit(url)
+    req = Request("GET", u.scheme, u.hostname or "", u.port or (443 if u.scheme == "https" else 80), u.path or "/",
+                  u.query, **extra)
+    return engine.decide(req, Identity("someone", group), at)
+
+
+def test_harmful_content_is_blocked_for_pupils_with_its_rule_and_clause(engine: Engine):
+    d = ask(engine, "https://www.pornhub.com/video", "year9")
+    assert (d.action, d.category, d.rule, d.clause) == (Action.BLOCK, "pornography", "pupils-harmful", "A2")
+
+
+def test_subdomains_inherit_the_category_but_lookalikes_do_not(engine: Engine):
+    assert ask(engine, "https://cdn.eu.pornhub.com/", "year9").action is Action.BLOCK
+    assert ask(engine, "https://notpornhub.com/", "year9").action is Action.ALLOW
+
+
+def test_unknown_clients_get_the_strictest_group_and_an_unknown_group_falls_back(engine: Engine):
+    assert ask(engine, "https://www.roblox.com/", "unknown", WEEKEND).action is Action.BLOCK
+    assert ask(engine, "https://www.roblox.com/", "no-such-group", WEEKEND).rule == "younger-social"
+
+
+def test_social_media_by_key_stage_and_lesson_time(engine: Engine):
+    # Year 8 (KS3): never; sixth form: only outside lessons; staff: always.
+    assert ask(engine, "https://www.instagram.com/", "year8", LUNCH).rule == "younger-social"
+    assert ask(engine, "https://www.instagram.com/", "year12", LESSON).rule == "pupils-social-lessons"
+    assert ask(engine, "https://www.instagram.com/", "year12", LUNCH).action is Action.ALLOW
+    assert ask(engine, "https://www.instagram.com/", "staff", LESSON).action is Action.ALLOW
+
+
+def test_staff_get_a_warning_for_games_in_lessons_only(engine: Engine):
+    d = ask(engine, "https://www.roblox.com/", "staff", LESSON)
+    assert (d.action, d.rule, d.clause) == (Action.WARN, "staff-social-lessons", "A7")
+    assert ask(engine, "https://www.roblox.com/", "staff", WEEKEND).action is Action.ALLOW
+
+
+def test_staff_research_into_extremism_is_allowed_but_flagged(engine: Engine):
+    d = ask(engine, "https://stormfront.org/", "staff")
+    assert (d.action, d.rule, d.clause) == (Action.FLAG, "staff-research-flag", "A9")
+
+
+def test_circumvention_is_blocked_for_everyone(engine: Engine):
+    for group in ("staff", "year13", "guests", "unknown"):
+        d = ask(engine, "https://www.nordvpn.com/download", group, WEEKEND)
+        assert (d.action, d.rule, d.clause) == (Action.BLOCK, "circumvention", "A3"), group
+
+
+def test_exception_names_the_group_that_owns_it(engine: Engine):
+    d = ask(engine, "https://www.bbc.co.uk/news", "year7")
+    assert d.action is Action.ALLOW and d.rule == "exception:pupils"
+    assert ask(engine, "https://www.bbc.co.uk/", "staff").rule == "exception:staff"
+    assert ask(engine, "https://en.wikipedia.org/", "staff").rule == "default"
+
+
+def test_ip_literals_are_blocked_for_pupils_but_not_staff(engine: Engine):
+    assert ask(engine, "http://203.0.113.9/", "year10").rule == "pupils-ip-literal"
+    assert ask(engine, "http://[2001:db8::1]/", "year10").category == "ip_literal"
+    assert ask(engine, "http://203.0.113.9/", "staff").action is Action.ALLOW
+
+
+def test_doh_is_recognised_by_its_shape_on_an_unlisted_host(engine: Engine):
+    d = ask(engine, "https://resolver.example.net/dns-query?dns=AAABAAAB", "staff")
+    assert (d.action, d.category) == (Action.BLOCK, "doh")
+    d = ask(engine, "https://resolver.example.net/q", "staff", accept="application/dns-json")
+    assert d.category == "doh"
+
+
+def test_web_proxy_urls_are_recognised_by_pattern(engine: Engine):
+    d = ask(engine, "https://free-unblocker.example/browse.php?u=https%3A%2F%2Fwww.pornhub.com", "year9")
+    assert (d.action, d.category, d.clause) == (Action.BLOCK, "web_proxies", "A3")
+
+
+def test_safe_search_is_forced_and_watch_terms_flag(engine: Engine):
+    d = ask(engine, "https://www.google.com/search?q=maths+homework", "year9")
+    assert d.action is Action.REWRITE and ("safe", "active") in d.rewrite.params
+    d = ask(engine, "https://www.google.co.uk/search?q=how+to+self+harm", "year9")
+    assert d.action is Action.FLAG and d.rewrite is not None
+    assert [(f.category, f.level, f.reason) for f in d.flags] == [("self_harm", 4, "search-term")]
+
+
+def test_watch_terms_match_despite_case_accents_and_spacing(engine: Engine):
+    d = ask(engine, "https://www.bing.com/search?q=I+WANT+%20TO++DIE", "year11")
+    assert [f.category for f in d.flags] == ["self_harm"]
+
+
+def test_no_inspect_hosts_and_their_subdomains(engine: Engine):
+    assert engine.no_inspect("www.childline.org.uk") and engine.no_inspect("nhs.uk")
+    assert not engine.no_inspect("www.google.com") and not engine.no_inspect("")
+
+
+def test_decisions_do_not_depend_on_earlier_requests(engine: Engine):
+    first = ask(engine, "https://www.instagram.com/", "year12", LESSON)
+    ask(engine, "https://www.instagram.com/", "year12", LUNCH)
+    assert ask(engine, "https://www.instagram.com/", "year12", LESSON) == first
