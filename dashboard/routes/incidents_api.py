@@ -25,7 +25,7 @@ from starlette.concurrency import run_in_threadpool
 from dashboard.routes.incidents_common import policy
 from dashboard.security import api_caller, csrf_protect, db
 from esafety.incidents.access import WRITE
-from esafety.incidents.ingest import BURST_WINDOW, ingest
+from esafety.incidents.ingest import ingest
 from esafety.incidents.model import EVIDENCE_MAX_BYTES, IncidentReport
 from esafety.incidents.pipeline import process_new
 from esafety.incidents.tables import IncidentKey
@@ -143,17 +143,12 @@ async def _store(request: Request, rep: IncidentReport, key: str | None, pol: An
                 if existing is not None:
                     return _result(existing, created=False)
             created = ingest(s, [rep], pol)
+            merged = not created
             if created:
-                inc, merged = created[0], False
-            else:  # merged into a burst: find which, so the key maps to it on retry
-                who = Incident.subject == rep.subject if rep.subject else Incident.client_ip == rep.client_ip
-                inc = s.scalars(select(Incident).where(who, Incident.category == rep.category,
-                                                       Incident.source == rep.source,
-                                                       Incident.last_seen_at >= rep.occurred_at - BURST_WINDOW)
-                                .order_by(Incident.id.desc()).limit(1)).one()
-                merged = True
-                if key:
-                    s.add(IncidentKey(key=key, incident_id=inc.id))
+                inc = created[0]
+            else:  # merged into a burst: ingest recorded which incident took the key
+                inc = s.get(Incident, s.scalar(select(IncidentKey.incident_id)
+                                               .where(IncidentKey.key == rep.idempotency_key())))
             process_new(s, pol, link)
             s.commit()
             return _result(inc, created=not merged, merged=merged)

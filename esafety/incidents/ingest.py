@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from esafety.incidents.model import IncidentReport
 from esafety.incidents.routing import route
+from esafety.incidents.tables import IncidentKey
 from esafety.policy.schema import Policy
 from esafety.store.models import Incident
 
@@ -29,9 +30,12 @@ def _aware(dt: datetime) -> datetime:
 
 
 def _existing_keys(session: Session, keys: list[str]) -> set[str]:
+    """Keys already stored: of incidents created, and of reports merged into a burst."""
     found: set[str] = set()
     for i in range(0, len(keys), _KEY_CHUNK):
-        found.update(session.scalars(select(Incident.key).where(Incident.key.in_(keys[i:i + _KEY_CHUNK]))))
+        chunk = keys[i:i + _KEY_CHUNK]
+        found.update(session.scalars(select(Incident.key).where(Incident.key.in_(chunk))))
+        found.update(session.scalars(select(IncidentKey.key).where(IncidentKey.key.in_(chunk))))
     return found
 
 
@@ -78,6 +82,7 @@ def ingest(session: Session, reports: Iterable[IncidentReport], policy: Policy |
     todo = [(rep, key) for rep, key in zip(reports, keys, strict=True) if key not in seen]
     bursts = _open_bursts(session, [rep for rep, _ in todo])
     created: list[Incident] = []
+    merged: list[tuple[str, Incident]] = []  # keys of merged reports, so a replay does not count them twice
     with session.no_autoflush:  # new incidents join `bursts` in memory; one multi-row insert at the end
         for rep, key in todo:
             if key in seen:
@@ -93,6 +98,7 @@ def ingest(session: Session, reports: Iterable[IncidentReport], policy: Policy |
                 if burst is not None and burst.level >= level:
                     burst.count += 1
                     burst.last_seen_at = max(_aware(burst.last_seen_at), _aware(rep.occurred_at))
+                    merged.append((key, burst))
                     continue
             inc = Incident(
                 key=key, ref=rep.ref, source=rep.source, subject=rep.subject, device=rep.device,
@@ -105,4 +111,7 @@ def ingest(session: Session, reports: Iterable[IncidentReport], policy: Policy |
             if bkey is not None:
                 bursts.setdefault(bkey, []).insert(0, inc)  # newest first
     session.flush()
+    if merged:
+        session.add_all([IncidentKey(key=key, incident_id=inc.id) for key, inc in merged])
+        session.flush()
     return created
