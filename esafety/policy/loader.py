@@ -37,6 +37,10 @@ from esafety.policy.schema import (
     Window,
 )
 
+# Top-level keys; a misspelt one must not be ignored silently. `sensor` belongs to agent/sensor/config.py.
+SECTIONS = ("school", "timezone", "default_group", "clauses", "groups", "schedules", "categories", "rules",
+            "exceptions", "no_inspect", "safe_search", "circumvention", "downloads", "phrases", "search_watch",
+            "routing", "notifications", "compliance", "retention", "sensor")
 DAYS = {"mon": 0, "tue": 1, "wed": 2, "thu": 3, "fri": 4, "sat": 5, "sun": 6}
 _RANGE = re.compile(r"^(\d{1,2}):(\d{2})-(\d{1,2}):(\d{2})$")
 
@@ -74,7 +78,7 @@ class _Doc:
         self.data = self._plain(node, ()) if node is not None else {}
 
     def _plain(self, node: yaml.Node, path: tuple[Any, ...]) -> Any:
-        self.lines[path] = node.start_mark.line + 1
+        self.lines.setdefault(path, node.start_mark.line + 1)  # a key's own line, not its value's
         if isinstance(node, yaml.MappingNode):
             out: dict[str, Any] = {}
             for k, v in node.value:
@@ -169,6 +173,9 @@ def _build(doc: _Doc, path: Path, text: str) -> Policy | None:  # noqa: C901 - o
         return None
     r = _Reader(doc)
     base = path.parent
+    for key in d:
+        if key not in SECTIONS:
+            doc.error((key,), f"unknown section '{key}' (sections: {', '.join(SECTIONS)})")
 
     school = r.get(d, (), "school", str, default="School")
     tz = r.get(d, (), "timezone", str, default="Europe/London")

@@ -60,6 +60,7 @@ def test_year_groups_inherit_through_key_stages():
     ("action: block, clause: A6}", "action: block, clause: A99}", "unknown AUP clause 'A99'"),
     ("action: block, clause: A6}", "action: deny, clause: A6}", "action must be allow, block, flag or warn"),
     ("when: lessons, action: block", "when: lesons, action: block", "unknown schedule 'lesons'"),
+    ("exceptions:\n  pupils:", "exception:\n  pupils:", "unknown section 'exception'"),
     ("digest_hour: 16", "digest_hour: 4pm", "'digest_hour' must be int"),
     ("ack_minutes: {5: 15,", "ack_minutes: {5: soon,", "ack_minutes maps a level 1-5"),
     ("{categories: [credential_sharing], queue: it_services}", "{categories: [credential_sharing], queue: helpdesk}",
