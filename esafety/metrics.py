@@ -72,3 +72,16 @@ REGISTRATION_QUARANTINES = Counter("esafety_registrations_quarantines_total",
                                    "Devices quarantined, by who (system: failed checks past the grace period)", ["by"])
 REGISTRATION_SHARING_DETECTIONS = Counter("esafety_registrations_credential_sharing_detections_total",
                                           "Accounts raised as possibly shared, by signal (devices, ips)", ["signal"])
+
+# -- devices (endpoint agents) -------------------------------------------------------------------------
+DEVICES = Gauge("esafety_devices", "Enrolled devices by compliance state (periodic collector)", ["state"])
+DEVICES_FAILING = Gauge("esafety_devices_failing", "Devices whose latest result of a check is fail, not excused",
+                        ["check"])
+DEVICES_BY_REPORT_AGE = Gauge("esafety_devices_by_report_age",
+                              "Enrolled devices by the age of their last report (5m, 1h, 1d, older)", ["age"])
+DEVICE_STALE = Gauge("esafety_device_stale", "Devices silent for longer than heartbeat + stale buffer")
+AGENT_REPORTS = Counter("esafety_agent_reports_total", "Agent reports accepted, by kind", ["kind"])
+AGENT_REPORTS_REFUSED = Counter("esafety_agent_reports_refused_total",
+                                "Agent API requests refused, by reason (enrolment and reports)", ["reason"])
+DEVICE_TAMPER = Counter("esafety_device_tamper_total",
+                        "Tamper incidents raised: agent silenced on the network, monitor stopped or modified")
