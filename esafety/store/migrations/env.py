@@ -6,6 +6,7 @@ from esafety.store.db import get_engine
 from esafety.store.models import Base
 import esafety.incidents.tables, esafety.webauth  # noqa: F401,E401 - incident workflow tables (autogenerate)
 import esafety.registrations.tables  # noqa: F401 - WiFi registration tables (autogenerate)
+import esafety.compliance.tables  # noqa: F401 - device compliance tables (autogenerate)
 
 config = context.config
 target_metadata = Base.metadata
