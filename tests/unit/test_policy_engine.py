@@ -122,3 +122,14 @@ def test_decisions_do_not_depend_on_earlier_requests(engine: Engine):
     first = ask(engine, "https://www.instagram.com/", "year12", LESSON)
     ask(engine, "https://www.instagram.com/", "year12", LUNCH)
     assert ask(engine, "https://www.instagram.com/", "year12", LESSON) == first
+
+
+def test_circumvention_goes_to_it_and_repeated_circumvention_to_the_dsl():
+    from esafety.incidents.model import IncidentReport
+    from esafety.incidents.routing import route
+
+    policy = load_policy(ROOT / "policies" / "aup.yaml")
+    assert route(IncidentReport("proxy", "vpn", 2, "VPN site"), policy).queue == "it_services"
+    assert route(IncidentReport("pattern", "vpn", 4, "3 VPN attempts in 7 days"), policy).queue == "dsl"
+    assert route(IncidentReport("proxy", "self_harm", 4, "search"), policy).queue == "dsl"
+    assert route(IncidentReport("proxy", "gambling", 2, "casino"), policy).queue == "esafety_coordinator"
