@@ -113,3 +113,10 @@ def test_lists_import_refuses_bad_input_without_writing(home: Path, tmp_path: Pa
     r = esafety(home, "lists", "import", "--category", "gambling", "--format", "ut1", str(tmp_path / "x"))
     assert r.returncode == 2
     assert not (home / "lists" / "gambling").exists() or not any((home / "lists" / "gambling").iterdir())
+
+
+def test_a_store_without_its_schema_gets_a_clear_error_not_a_traceback(home: Path):
+    r = esafety(home, "audit", "verify")
+    assert r.returncode == 2
+    assert "no such table" in r.stderr and "run `esafety db upgrade`" in r.stderr
+    assert "Traceback" not in r.stderr
