@@ -12,6 +12,7 @@ import select
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 from scapy.config import conf
 from scapy.error import Scapy_Exception
@@ -54,8 +55,9 @@ class PcapFrames:
                     yield meta.sec + meta.usec * scale, data, linktype, meta.wirelen > len(data)
             else:  # pcapng: each interface block has its own
                 for data, meta in reader:
-                    ts = ((meta.tshigh << 32) | meta.tslow) / (meta.tsresol or 1_000_000)
-                    yield ts, data, meta.linktype, (meta.wirelen or 0) > len(data)
+                    m: Any = meta  # scapy's pcapng metadata has these fields; its type stub does not
+                    ts = ((m.tshigh << 32) | m.tslow) / (m.tsresol or 1_000_000)
+                    yield ts, data, m.linktype, (m.wirelen or 0) > len(data)
         except (Scapy_Exception, ValueError, OSError, KeyError, IndexError) as exc:
             logging.getLogger("esafety.sensor").warning("capture read stopped: %s", exc)
             self.complete = False
@@ -82,8 +84,8 @@ def live_frames(iface: str, bpf: str | None = None, stop: Callable[[], bool] | N
         ready()
     try:
         while not (stop and stop()):
-            ready, _, _ = select.select([sock], [], [], poll)
-            if not ready:
+            readable, _, _ = select.select([sock], [], [], poll)
+            if not readable:
                 continue
             cls, data, ts = sock.recv_raw()
             if data is None:

@@ -91,10 +91,10 @@ class Sensor:
     def feed(self, ts: float, frame: bytes, linktype: int, snapped: bool = False) -> None:
         self.packets += 1
         r = parse(linktype, frame, snapped)
-        if r.__class__ is str:
-            self.dropped[r] += 1  # type: ignore[index]
+        if isinstance(r, str):
+            self.dropped[r] += 1
             return
-        proto, src, dst, sp, dp, ttl, payload, flags, mac = r  # type: ignore[misc]
+        proto, src, dst, sp, dp, ttl, payload, flags, mac = r
         key = (src, sp, dst, dp, proto) if src < dst or (src == dst and sp <= dp) else (dst, dp, src, sp, proto)
         f = self.table.flows.get(key)
         if f is None:

@@ -55,7 +55,11 @@ DROP_REASONS: Final = ("linktype", "truncated", "bad_header", "bad_length", "fra
 # sport/dport 0 for protocols without ports, tcp_flags 0 for non-TCP, mac b"" when the link has none.
 
 
-def parse(linktype: int, frame: bytes, snapped: bool = False) -> tuple | str:
+# (proto, src, dst, sport, dport, ttl, payload, tcp_flags, mac)
+Parsed = tuple[int, bytes, bytes, int, int, int, bytes, int, bytes]
+
+
+def parse(linktype: int, frame: bytes, snapped: bool = False) -> Parsed | str:
     """Parse one frame. Returns the Parsed-shaped tuple, or the drop reason (a str).
 
     `snapped` says the capture cut this frame short on purpose (caplen < wirelen): IP length

@@ -11,9 +11,12 @@ import hashlib
 import json
 import logging
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from agent.sensor.engine import Detection
+
+if TYPE_CHECKING:
+    from esafety.policy.schema import Policy
 
 log = logging.getLogger("esafety.sensor")
 
@@ -75,6 +78,7 @@ class IncidentSink:
         from esafety.policy.loader import PolicyInvalid, load_policy
         from esafety.store.writer import BatchWriter
 
+        self.policy: Policy | None
         try:
             self.policy = load_policy(policy_path)
         except (PolicyInvalid, OSError) as exc:

@@ -28,7 +28,7 @@ class PatternRule:
 DEFAULT_RULE = PatternRule()
 
 
-def _candidates(session: Session, pairs: set[tuple[str | None, str]], rule: PatternRule,
+def _candidates(session: Session, pairs: set[tuple[str, str]], rule: PatternRule,
                 since: datetime) -> set[tuple[str, str]]:
     """One grouped query per 500 pupils narrows the pairs to those over the threshold."""
     subjects = sorted({s for s, _ in pairs if s})
@@ -40,7 +40,7 @@ def _candidates(session: Session, pairs: set[tuple[str | None, str]], rule: Patt
                     Incident.subject.in_(subjects[i:i + 500]), Incident.level < rule.below_level,
                     Incident.source != SOURCE, Incident.occurred_at >= since)
                 .group_by(Incident.subject, Incident.category).having(func.count() >= rule.count))
-            hits.update((s, c) for s, c in rows if (s, c) in pairs)
+            hits.update((s, c) for s, c in rows if s is not None and (s, c) in pairs)
     return hits
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from sqlalchemy import and_, case, func, select
+from sqlalchemy import ColumnElement, and_, case, func, select
 from sqlalchemy.orm import Session
 
 from esafety.incidents.sla import overdue_clause
@@ -60,9 +60,9 @@ class QueuePage:
     by_level: dict[int, int] = field(default_factory=dict)
 
 
-def _where(f: QueueFilter, visible: frozenset[str]) -> list:  # type: ignore[type-arg]
+def _where(f: QueueFilter, visible: frozenset[str]) -> list[ColumnElement[bool]]:
     queues = [f.queue] if f.queue else sorted(visible)
-    w = [Incident.queue.in_(queues)]
+    w: list[ColumnElement[bool]] = [Incident.queue.in_(queues)]
     if f.state == "open":
         w.append(Incident.state.in_(OPEN_STATES))
     elif f.state != "all":

@@ -272,8 +272,8 @@ class Engine:
         """Safeguarding watch-list matches in a search query, one flag per list."""
         seen: dict[str, Flag] = {}
         for _start, _term, wl in self._watch.find(fold(query)):
-            if wl.name not in seen:  # type: ignore[attr-defined]
-                seen[wl.name] = Flag(wl.category, wl.level, "search-term", query[:500])  # type: ignore[attr-defined]
+            if wl.name not in seen:
+                seen[wl.name] = Flag(wl.category, wl.level, "search-term", query[:500])
         return tuple(seen.values())
 
     def no_inspect(self, host: str) -> bool:

@@ -201,7 +201,7 @@ def _build(doc: _Doc, path: Path, text: str) -> Policy | None:  # noqa: C901 - o
     raw_groups = r.get(d, (), "groups", dict) or {}
     groups: dict[str, Group] = {}
     for name, g in raw_groups.items():
-        p = ("groups", name)
+        p: tuple[Any, ...] = ("groups", name)
         if not isinstance(g, dict):
             g = {}
         on_error = r.get(g, p, "on_error", str, default="block",

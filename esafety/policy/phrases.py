@@ -40,7 +40,7 @@ class PhraseScanner:
         folded = fold(text)
         scores: dict[str, int] = {}
         matches: list[tuple[str, int, str]] = []
-        for start, phrase, (weight, category) in self._matcher.find(folded):  # type: ignore[misc]
+        for start, phrase, (weight, category) in self._matcher.find(folded):
             scores[category] = scores.get(category, 0) + weight
             if len(matches) < 10:
                 excerpt = folded[max(0, start - 40): start + len(phrase) + 40].strip()

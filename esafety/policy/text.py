@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Iterable
+from typing import Generic, TypeVar
 
 import ahocorasick
 
@@ -34,10 +35,13 @@ def _squash(text: str) -> str:
     return out
 
 
-class Matcher:
+T = TypeVar("T")
+
+
+class Matcher(Generic[T]):
     """Finds whole-word occurrences of many patterns; each pattern carries a payload."""
 
-    def __init__(self, patterns: Iterable[tuple[str, object]]):
+    def __init__(self, patterns: Iterable[tuple[str, T]]):
         self._ac = ahocorasick.Automaton()
         n = 0
         for pattern, payload in patterns:
@@ -49,7 +53,7 @@ class Matcher:
         if n:
             self._ac.make_automaton()
 
-    def find(self, folded: str) -> list[tuple[int, str, object]]:
+    def find(self, folded: str) -> list[tuple[int, str, T]]:
         """(start offset, pattern, payload) for each whole-word match in already-folded text."""
         if not self.size:
             return []

@@ -18,7 +18,7 @@ from collections import deque
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from sqlalchemy import insert
 from sqlalchemy.exc import SQLAlchemyError
@@ -50,7 +50,7 @@ class BatchWriter:
         self._stop = threading.Event()
         self._idle = threading.Event()
         self._thread: threading.Thread | None = None
-        self._jsonl = None
+        self._jsonl: TextIO | None = None
         spool_dir.mkdir(parents=True, exist_ok=True)
         self._spool_access = spool_dir / "access.jsonl"
         self._spool_incidents = spool_dir / "incidents.jsonl"
@@ -101,7 +101,7 @@ class BatchWriter:
             self._idle.set()
 
     def _take(self, q: deque[Any]) -> list[Any]:
-        out = []
+        out: list[Any] = []
         while q and len(out) < self.batch:
             out.append(q.popleft())
         return out
