@@ -19,6 +19,7 @@ COMMAND_MODULES = (
     "esafety.commands.sensor",
     "esafety.commands.audit",
     "esafety.commands.registrations",
+    "esafety.commands.devices",
 )
 
 
