@@ -9,6 +9,7 @@ file is rejected with its file:line errors and the running policy stays.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 import threading
@@ -93,6 +94,7 @@ class Runtime:
             if self.identity:
                 self.identity.default_group = engine.policy.default_group
             metrics.POLICY_RELOADS.labels(result="success").inc()
+            _settle_gc()
             return True
 
     def _signature(self) -> str:
@@ -136,6 +138,7 @@ class Runtime:
                 signal.SIGHUP, lambda: threading.Thread(target=self.reload, args=("SIGHUP",), daemon=True).start())
         except (RuntimeError, NotImplementedError, ValueError):
             log.warning("SIGHUP reload unavailable on this platform")
+        _settle_gc()
 
     def done(self) -> None:
         self._stop.set()
@@ -143,3 +146,14 @@ class Runtime:
             self.identity.stop()
         if self.writer:
             self.writer.stop()
+
+
+def _settle_gc() -> None:
+    """Move what start-up (or a reload) built out of the cyclic collector's reach.
+
+    mitmproxy, SQLAlchemy and the policy leave ~130k long-lived objects; without this every full
+    collection walks them all, a ~100 ms pause of the event loop every few seconds under load
+    (measured with gc.callbacks). Frozen objects are still freed by reference counting.
+    """
+    gc.collect()
+    gc.freeze()
