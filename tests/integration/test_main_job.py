@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import threading
@@ -69,9 +70,10 @@ def test_first_start_runs_proxy_and_dashboard_with_default_policy(tmp_path):
         assert "esafety_" in _wait_http(f"http://127.0.0.1:{ports['dash']}/metrics").text
 
         deadline = time.monotonic() + 30
+        trust = ssl.create_default_context(cafile=ca)
         while True:
             try:
-                with httpx.Client(proxy=f"http://127.0.0.1:{ports['proxy']}", verify=str(ca), timeout=10) as c:
+                with httpx.Client(proxy=f"http://127.0.0.1:{ports['proxy']}", verify=trust, timeout=10) as c:
                     r = c.get("https://www.bet365.com/")
                 break
             except httpx.TransportError:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import socket
+import ssl
 import time
 import zipfile
 
@@ -154,7 +155,7 @@ def test_client_ip_binding_from_agents_applies_the_users_group(proxy):
         s.commit()
     try:
         def decided_as_amy() -> bool:
-            with httpx.Client(proxy=proxy.url, verify=str(proxy.ca), timeout=10) as c:
+            with httpx.Client(proxy=proxy.url, verify=ssl.create_default_context(cafile=proxy.ca), timeout=10) as c:
                 c.get("https://binding-check.example.org/")
             rows = access_rows(proxy, "binding-check.example.org")
             return bool(rows) and rows[-1].username == "amy.y13"

@@ -6,6 +6,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -44,7 +45,7 @@ class ProxyUnderTest:
 
     def client(self, auth: tuple[str, str] | None = None, **kw: object) -> httpx.Client:
         proxy = httpx.Proxy(self.url, auth=auth) if auth else self.url
-        return httpx.Client(proxy=proxy, verify=str(self.ca), timeout=15, **kw)  # type: ignore[arg-type]
+        return httpx.Client(proxy=proxy, verify=ssl.create_default_context(cafile=self.ca), timeout=15, **kw)  # type: ignore[arg-type]
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
