@@ -10,9 +10,10 @@ from sqlalchemy.orm import Session
 
 from dashboard.policy_state import current_policy
 from dashboard.security import CurrentUser, db
+from esafety.compliance.source import RollupCompliance
 from esafety.policy.schema import Policy
 from esafety.registrations.lifecycle import Actor
-from esafety.registrations.prereqs import ComplianceSource, NoAgentData
+from esafety.registrations.prereqs import ComplianceSource
 from esafety.registrations.settings import WifiSettings, wifi_settings
 from esafety.registrations.workdays import CalendarFile, SchoolCalendar
 
@@ -37,8 +38,8 @@ def calendar(request: Request) -> SchoolCalendar:
 
 
 def compliance(request: Request) -> ComplianceSource:
-    """`app.state.registration_compliance` when set (the agent's compliance rollup), else no data."""
-    return getattr(request.app.state, "registration_compliance", None) or NoAgentData()
+    """`app.state.registration_compliance` (tests may set a fixed table), else the agents' rollup."""
+    return getattr(request.app.state, "registration_compliance", None) or RollupCompliance()
 
 
 def policy(request: Request) -> Policy | None:

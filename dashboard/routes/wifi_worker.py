@@ -13,7 +13,7 @@ from contextlib import asynccontextmanager
 from fastapi import APIRouter, FastAPI
 
 from dashboard.policy_state import current_policy
-from esafety.registrations.prereqs import NoAgentData
+from esafety.compliance.source import RollupCompliance
 from esafety.registrations.settings import wifi_settings
 from esafety.registrations.workdays import CalendarFile
 from esafety.registrations.worker import RegistrationsWorker, WorkerDeps
@@ -31,7 +31,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         deps = WorkerDeps(
             database_url=settings.database_url, dashboard_url=settings.dashboard_url, wifi=app.state.wifi_settings,
             calendar=app.state.wifi_calendar.get, policy=lambda: current_policy(app),
-            compliance=lambda: getattr(app.state, "registration_compliance", None) or NoAgentData())
+            compliance=lambda: getattr(app.state, "registration_compliance", None) or RollupCompliance())
         worker = RegistrationsWorker(deps, float(os.environ.get("ESAFETY_REGISTRATIONS_WORKER_INTERVAL", "5")),
                                      float(os.environ.get("ESAFETY_WIFI_SHARING_EVERY", "60")))
         app.state.registrations_worker = worker

@@ -14,10 +14,10 @@ import sys
 import tempfile
 from pathlib import Path
 
+from esafety.compliance.source import RollupCompliance
 from esafety.config import load_settings
 from esafety.registrations import aup, export, leases
 from esafety.registrations.errors import RegistrationError
-from esafety.registrations.prereqs import NoAgentData
 from esafety.registrations.settings import wifi_settings
 from esafety.registrations.workdays import CalendarInvalid, load_calendar
 from esafety.store.db import sessions, upgrade
@@ -74,7 +74,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
         print(f"{args.file}: {exc.strerror}", file=sys.stderr)
         return 1
     with sessions(url)() as s:
-        r = leases.sync(s, found, NoAgentData())
+        r = leases.sync(s, found, RollupCompliance())  # approved devices with agents must pass
         s.commit()
     print(f"{len(found)} leases; {r.bound} bound, {r.removed} removed, {len(r.activated)} activated")
     return 0

@@ -1,10 +1,10 @@
 """Device prerequisites from the endpoint agent: patched, antivirus, no P2P, no hotspot.
 
-esafety/compliance (the agent's check catalogue and device rollup) was not in the tree when this
-was written, so registrations depend only on this small interface: a `ComplianceSource` answers,
-for a MAC address, the agent's latest result per check, or None when the device runs no agent.
-Wire the real rollup in by giving the dashboard an object with `for_mac` as
-`app.state.registration_compliance` (dashboard/routes/wifi_common.py reads it).
+Registrations depend only on this small interface: a `ComplianceSource` answers, for a MAC
+address, the agent's latest result per check, or None when the device runs no agent. The real one
+is esafety.compliance.source.RollupCompliance (patched -> os_updates, antivirus -> antivirus,
+no_p2p -> p2p_clients, no_hotspot -> hotspot), the dashboard's `app.state.registration_compliance`
+by default; tests and schools importing MDM results may set another (StaticCompliance below).
 
 Without an agent, approval rests on the person's AUP acceptance and IT's judgement. With one,
 approval and activation need every critical check to pass, and a later failure quarantines the
