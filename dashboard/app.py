@@ -26,6 +26,9 @@ ROUTE_MODULES = (
     "dashboard.routes.wifi_admin",
     "dashboard.routes.wifi_policy",
     "dashboard.routes.wifi_worker",
+    "dashboard.routes.agent_api",
+    "dashboard.routes.devices",
+    "dashboard.routes.compliance_worker",
 )
 
 

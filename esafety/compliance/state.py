@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from esafety.compliance.catalogue import BY_ID
 from esafety.compliance.rollup import CheckFact, CheckStatus, DeviceState, Rollup, Timing, rollup
 from esafety.compliance.tables import Device, DeviceCheck, DeviceCheckEvent, DeviceException
 
@@ -20,7 +21,10 @@ def aware(dt: datetime) -> datetime:
 
 
 def facts(rows: list[DeviceCheck]) -> list[CheckFact]:
-    return [CheckFact(r.check_id, CheckStatus(r.status), r.critical, aware(r.since)) for r in rows]
+    """Catalogue checks only: an id from a newer agent is stored and shown, but not rolled up
+    until this server's catalogue knows what it means (esafety/compliance/catalogue.py)."""
+    return [CheckFact(r.check_id, CheckStatus(r.status), r.critical, aware(r.since)) for r in rows
+            if r.check_id in BY_ID]
 
 
 def active_exceptions(session: Session, device_ids: list[str], now: datetime) -> dict[str, frozenset[str]]:

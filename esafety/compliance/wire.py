@@ -142,6 +142,8 @@ class Malformed(Exception):
 
 
 def _parse(model: type[_In], body: bytes) -> Any:
+    if b"\\u0000" in body:  # PostgreSQL text cannot hold NUL; refuse it here rather than fail in the store
+        raise Malformed("", "NUL characters (\\u0000) are not allowed in a report")
     try:
         return model.model_validate_json(body)
     except ValidationError as exc:
