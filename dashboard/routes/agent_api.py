@@ -24,6 +24,7 @@ from dashboard.security import client_ip, db
 from esafety import metrics
 from esafety.compliance.agentsettings import reply_settings
 from esafety.compliance.enrol import TokenRefused, authenticate, enrol
+from esafety.compliance.reports import Replayed, accept
 from esafety.compliance.wire import MAX_BODY, Malformed, parse_enrol, parse_report
 from esafety.incidents.pipeline import process_new
 
@@ -95,8 +96,6 @@ async def report(request: Request) -> JSONResponse:
 
 
 def _report(request: Request, raw: bytes) -> JSONResponse:
-    from esafety.compliance.reports import Replayed, accept  # noqa: PLC0415 - needs the check catalogue
-
     policy = current_policy(request.app)
     with db(request) as s:
         device = authenticate(s, request.headers.get("authorization"))

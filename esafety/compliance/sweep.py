@@ -3,15 +3,19 @@ expired), tamper incidents for agents silenced while their device is still on th
 expiry of agent identity bindings, and the Prometheus gauges.
 
 "Still on the network" needs evidence, so that a laptop switched off for the weekend is only
-stale: requests through the proxy from the device's last addresses after it missed its heartbeat
-(traffic the proxy attributed to another device, or from an address another agent has reported
-since, is not counted: DHCP hands addresses on).
+stale. Two signals:
+* requests through the proxy from the device's last addresses after it missed its heartbeat
+  (traffic the proxy attributed to another device, or from an address another agent has reported
+  since, is not counted: DHCP hands addresses on);
+* its DHCP lease renewed after it went silent (ESAFETY_DHCP_LEASES, the file WiFi registrations
+  read): the sweep remembers each live device's lease expiry, and a later expiry while the agent
+  is silent means the device asked the DHCP server for more time, so it is switched on.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, or_, select
@@ -23,9 +27,40 @@ from esafety.compliance.agentsettings import timing_of
 from esafety.compliance.rollup import DeviceState, Rollup, Timing
 from esafety.compliance.tables import AgentSession, Device, DeviceCheck
 from esafety.policy.schema import Policy
+from esafety.registrations.leases import Lease, current
 from esafety.store.models import AccessLog
 
 AGE_BUCKETS = (("5m", timedelta(minutes=5)), ("1h", timedelta(hours=1)), ("1d", timedelta(days=1)))
+
+
+@dataclass
+class LeaseWatch:
+    """Lease expiries per device as last seen while its agent was reporting (kept by the worker)."""
+
+    leases: dict[str, Lease] = field(default_factory=dict)  # MAC -> current lease, this pass
+    seen: dict[str, tuple[datetime, datetime | None]] = field(default_factory=dict)  # device -> (heard, expiry)
+
+    def load(self, leases: list[Lease], now: datetime) -> None:
+        self.leases = current(leases, now)
+
+    def expiry(self, device: Device) -> tuple[Lease | None, datetime | None]:
+        found = [self.leases[m] for m in device.macs or [] if m in self.leases]
+        if not found:
+            return None, None
+        lease = max(found, key=lambda x: x.expires or datetime.max.replace(tzinfo=UTC))
+        return lease, lease.expires
+
+    def renewed(self, device: Device, heard: datetime, stale: bool) -> dict[str, Any] | None:
+        lease, expiry = self.expiry(device)
+        before = self.seen.get(device.id)
+        if not stale or before is None or before[0] != heard:
+            self.seen[device.id] = (heard, expiry)  # alive (or first seen silent): remember, judge later
+            return None
+        if lease is None or expiry is None or before[1] is None or expiry <= before[1]:
+            return None
+        return {"signal": "dhcp_lease_renewed", "client_ip": lease.ip, "mac": lease.mac,
+                "lease_expires": expiry.isoformat(), "expiry_when_last_heard": before[1].isoformat(),
+                "last_report": heard.isoformat()}
 
 
 @dataclass
@@ -63,21 +98,24 @@ def presence(session: Session, device: Device, timing: Timing, now: datetime) ->
 
 def _silence_why(silent: timedelta, ev: dict[str, Any]) -> str:
     mins = int(silent.total_seconds() // 60)
-    return (f"the agent stopped reporting ({mins} min without a heartbeat) while the device kept using the "
-            f"network ({ev['requests']} requests through the proxy from {ev['client_ip']})")
+    seen = (f"{ev['requests']} requests through the proxy from {ev['client_ip']}" if ev["signal"] == "proxy_traffic"
+            else f"its DHCP lease for {ev['client_ip']} was renewed")
+    return (f"the agent stopped reporting ({mins} min without a heartbeat) while the device stayed on the "
+            f"network ({seen})")
 
 
-def sweep(session: Session, policy: Policy | None, now: datetime) -> SweepResult:
-    """One pass, in the caller's transaction."""
+def sweep(session: Session, policy: Policy | None, now: datetime, leases: LeaseWatch | None = None) -> SweepResult:
+    """One pass, in the caller's transaction. `leases`: the worker's LeaseWatch, loaded for this pass."""
     timing = timing_of(policy)
     result = SweepResult()
     before = {d.id: d.state for d in session.scalars(select(Device).where(Device.retired_at.is_(None)))}
     judged = state.refresh_all(session, timing, now)
     result.changed = sum(1 for d, _r in judged if before.get(d.id) != d.state)
     for device, rollup in judged:
+        renewed = leases.renewed(device, state.last_heard(device), rollup.stale) if leases is not None else None
         if not rollup.stale or device.tamper_raised_at is not None:
             continue
-        ev = presence(session, device, timing, now)
+        ev = presence(session, device, timing, now) or renewed
         if ev is None:
             continue
         user = session.scalar(select(AgentSession.username).where(

@@ -21,6 +21,7 @@ from esafety.compliance.wire import parse_enrol, parse_report
 from esafety.incidents.audit import verify
 from esafety.incidents.tables import IncidentEvent
 from esafety.policy.loader import load_policy
+from esafety.registrations.leases import parse_dnsmasq
 from esafety.store.db import sessions
 from esafety.store.models import AccessLog, Incident, IpBinding
 from tests.support import devices as dev
@@ -54,9 +55,9 @@ def _send(url: str, device_id: str, seq: int, at: datetime, policy, kind: str = 
         return out
 
 
-def _sweep(url: str, policy, at: datetime) -> sweep.SweepResult:  # type: ignore[no-untyped-def]
+def _sweep(url: str, policy, at: datetime, leases: sweep.LeaseWatch | None = None) -> sweep.SweepResult:  # type: ignore[no-untyped-def]
     with sessions(url)() as s:
-        r = sweep.sweep(s, policy, at)
+        r = sweep.sweep(s, policy, at, leases)
         s.commit()
         return r
 
@@ -143,6 +144,26 @@ def test_a_silenced_agent_on_a_device_still_browsing_raises_tamper_once(database
     _send(database_url, d, 2, T0 + timedelta(minutes=8), policy, users=["sam.y9"])
     with sessions(database_url)() as s:
         assert s.get(Device, d).tamper_raised_at is None  # type: ignore[union-attr]
+
+
+def test_a_dhcp_lease_renewed_while_the_agent_is_silent_is_tamper(database_url: str, policy) -> None:  # type: ignore[no-untyped-def]
+    d = _enrol(database_url, mac="3c:22:fb:aa:bb:cc")
+    _send(database_url, d, 1, T0, policy)
+    watch = sweep.LeaseWatch()
+
+    def leases(expiry: datetime) -> None:  # a dnsmasq leases file, as the DHCP server rewrites it
+        watch.load(parse_dnsmasq(f"{int(expiry.timestamp())} 3c:22:fb:aa:bb:cc 10.20.30.40 lab-pc-01 *\n"), T0)
+
+    leases(T0 + timedelta(hours=1))
+    assert _sweep(database_url, policy, T0 + timedelta(seconds=30), watch).tamper == []  # alive: remembered
+    assert _sweep(database_url, policy, T0 + timedelta(minutes=4), watch).tamper == []  # silent, same lease
+    assert _state(database_url, d) == "stale"
+    leases(T0 + timedelta(hours=1, minutes=30))  # the device renewed its lease: it is switched on
+    r = _sweep(database_url, policy, T0 + timedelta(minutes=5), watch)
+    assert r.tamper == [d]
+    with sessions(database_url)() as s:
+        it = s.scalars(select(Incident).where(Incident.category == "agent_tamper")).one()
+        assert it.evidence["signal"] == "dhcp_lease_renewed" and "DHCP lease for 10.20.30.40" in it.summary
 
 
 def test_exceptions_excuse_a_check_until_they_end_and_are_audited(database_url: str, policy) -> None:  # type: ignore[no-untyped-def]
