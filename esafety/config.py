@@ -17,6 +17,8 @@ class Settings:
     proxy_host: str
     proxy_port: int
     proxy_metrics_port: int
+    # `--workers N`: worker i listens on 127.0.0.1:proxy_worker_port+i, haproxy on proxy_host:proxy_port.
+    proxy_worker_port: int
     dashboard_host: str
     dashboard_port: int
     dashboard_url: str
@@ -58,8 +60,9 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         database_url=e.get("ESAFETY_DATABASE_URL", f"sqlite:///{home / 'esafety.db'}"),
         policy_path=Path(e.get("ESAFETY_POLICY", str(PROJECT_ROOT / "policies" / "aup.yaml"))),
         proxy_host=e.get("ESAFETY_PROXY_HOST", "127.0.0.1"),
-        proxy_port=int(e.get("ESAFETY_PROXY_PORT", "8080")),
+        proxy_port=(proxy_port := int(e.get("ESAFETY_PROXY_PORT", "8080"))),
         proxy_metrics_port=int(e.get("ESAFETY_PROXY_METRICS_PORT", "9180")),
+        proxy_worker_port=int(e.get("ESAFETY_PROXY_WORKER_PORT", str(proxy_port + 1000))),
         dashboard_host=e.get("ESAFETY_DASHBOARD_HOST", "127.0.0.1"),
         dashboard_port=dashboard_port,
         dashboard_url=e.get("ESAFETY_DASHBOARD_URL", f"http://127.0.0.1:{dashboard_port}"),

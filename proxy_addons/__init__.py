@@ -1,5 +1,6 @@
-"""mitmproxy add-ons: thin adapters from flows to esafety.policy and back. Order matters:
-the runtime first, filtering before content checks, the access log last (it records the outcome)."""
+"""mitmproxy add-ons: thin adapters from flows to esafety.policy and back. Order matters: the PROXY
+protocol reader first (the client's address before anything reads it), then the runtime, filtering
+before content checks, the access log last (it records the outcome)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ def build() -> list[object]:
     from proxy_addons.dns_canary import DnsCanary
     from proxy_addons.downloads import Downloads
     from proxy_addons.filtering import Filtering
+    from proxy_addons.proxyproto import ProxyProtocol
     from proxy_addons.runtime import Runtime
 
     rt = Runtime()
-    return [rt, Filtering(rt), Downloads(rt), ContentScan(rt), DnsCanary(rt), AccessLog(rt)]
+    return [ProxyProtocol(), rt, Filtering(rt), Downloads(rt), ContentScan(rt), DnsCanary(rt), AccessLog(rt)]

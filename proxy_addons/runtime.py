@@ -44,6 +44,9 @@ class Runtime:
         loader.add_option("esafety_home", str, str(s.home), "Folder for logs, spool, caches and imported lists.")
         loader.add_option("esafety_database_url", str, s.database_url, "SQLAlchemy URL of the store.")
         loader.add_option("esafety_metrics_port", int, s.proxy_metrics_port, "Prometheus metrics port (0: off).")
+        loader.add_option("esafety_worker", str, "",
+                          "Worker name under `esafety run --workers N`: its own spool folder, so workers never "
+                          "replay or remove each other's spooled rows.")
         loader.add_option("esafety_intercept", bool, True,
                           "Decrypt TLS to inspect it; off: decide on the SNI alone for every host.")
         loader.add_option("esafety_reload_ms", int, 1000, "Milliseconds between checks for policy changes.")
@@ -125,7 +128,8 @@ class Runtime:
         url = ctx.options.esafety_database_url
         self.identity = IdentityResolver(url, self.engine.policy.default_group)
         self.identity.start()
-        self.writer = BatchWriter(url, self.home / "spool", self.home / "log" / "access.jsonl",
+        spool = self.home / "spool" / ctx.options.esafety_worker if ctx.options.esafety_worker else self.home / "spool"
+        self.writer = BatchWriter(url, spool, self.home / "log" / "access.jsonl",
                                   policy=lambda: self.engine.policy if self.engine else None)
         self.writer.start()
         if ctx.options.esafety_metrics_port:

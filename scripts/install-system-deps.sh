@@ -3,7 +3,7 @@
 set -euo pipefail
 purpose=${1:-test}
 case "$purpose" in
-  test)  pkgs=(chromium prometheus postgresql-client openvpn transmission-cli transmission-daemon iproute2 tshark) ;;
+  test)  pkgs=(chromium prometheus postgresql-client openvpn transmission-cli transmission-daemon iproute2 tshark haproxy) ;;
   bench) pkgs=(chromium prometheus postgresql-client e2guardian squid squidguard libndpi-bin wrk nginx-light haproxy) ;;
   *) echo "unknown purpose: $purpose" >&2; exit 2 ;;
 esac

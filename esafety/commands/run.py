@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from sqlalchemy import select
@@ -18,21 +19,28 @@ from esafety.config import Settings, load_settings
 ADDON_SCRIPT = Path(__file__).resolve().parent.parent.parent / "proxy_addons" / "entry.py"
 
 
+WORKERS_HELP = "proxy worker processes; more than 1 puts them behind haproxy (Debian package haproxy)"
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     r = sub.add_parser("run", help="the main job: filtering proxy and dashboard, with the default policy")
+    r.add_argument("--workers", type=int, default=1, help=WORKERS_HELP)
     r.set_defaults(func=cmd_run)
     p = sub.add_parser("proxy", help="the filtering proxy only (mitmdump with the esafety add-ons)")
     p.add_argument("--port", type=int, default=None)
+    p.add_argument("--workers", type=int, default=1, help=WORKERS_HELP)
+    p.add_argument("mitmdump_args", nargs=argparse.REMAINDER, help="after --: more mitmdump arguments")
     p.set_defaults(func=cmd_proxy)
     d = sub.add_parser("dashboard", help="the dashboard only")
     d.set_defaults(func=cmd_dashboard)
 
 
-def mitmdump_command(settings: Settings, port: int | None = None, extra: list[str] | None = None) -> list[str]:
+def mitmdump_command(settings: Settings, port: int | None = None, extra: list[str] | None = None,
+                     host: str | None = None) -> list[str]:
     mitmdump = Path(sys.executable).with_name("mitmdump")
     return [
         str(mitmdump if mitmdump.exists() else "mitmdump"), "-q",
-        "--listen-host", settings.proxy_host, "--listen-port", str(port or settings.proxy_port),
+        "--listen-host", host or settings.proxy_host, "--listen-port", str(port or settings.proxy_port),
         "--set", f"confdir={settings.confdir}",
         "--set", "connection_strategy=lazy",  # decide before connecting upstream
         "--set", "stream_large_bodies=8m",
@@ -74,10 +82,33 @@ def ensure_ca(settings: Settings) -> Path:
     return settings.confdir / "mitmproxy-ca-cert.pem"
 
 
+def _supervisor(settings: Settings, workers: int, extra: list[str] | None = None):  # type: ignore[no-untyped-def]
+    """A supervisor for --workers N > 1 (None for 1: one mitmdump, as ever); exits 2 without haproxy."""
+    if workers < 2:
+        return None
+    from esafety.workers import HaproxyMissing, Supervisor
+
+    jsonlog.setup()
+    try:
+        return Supervisor(settings, workers, lambda port, metrics_port, more: mitmdump_command(
+            settings, port, ["--set", f"esafety_metrics_port={metrics_port}", *more], host="127.0.0.1"), extra)
+    except HaproxyMissing as exc:
+        print(f"esafety: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
 def cmd_proxy(args: argparse.Namespace) -> int:
     settings = load_settings()
+    if args.port:
+        settings = replace(settings, proxy_port=args.port)
+    extra = [a for a in args.mitmdump_args if a != "--"] or None
+    sup = _supervisor(settings, args.workers, extra)
     first_start(settings)
-    return subprocess.call(mitmdump_command(settings, args.port))
+    if sup is None:
+        return subprocess.call(mitmdump_command(settings, args.port, extra))
+    from esafety.workers import serve
+
+    return serve(sup)
 
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
@@ -93,11 +124,12 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     settings = load_settings()
+    sup = _supervisor(settings, args.workers)
     first_start(settings)
-    procs = [
-        subprocess.Popen(mitmdump_command(settings)),
-        subprocess.Popen([sys.executable, "-m", "esafety.cli", "dashboard"]),
-    ]
+    procs = [subprocess.Popen([sys.executable, "-m", "esafety.cli", "dashboard"])]
+    if sup is not None:
+        return _run_with_workers(settings, sup, procs)
+    procs.insert(0, subprocess.Popen(mitmdump_command(settings)))
     print(f"Proxy:     {settings.proxy_host}:{settings.proxy_port}  (metrics on :{settings.proxy_metrics_port})")
     print(f"Dashboard: {settings.dashboard_url}  (PAC file: {settings.dashboard_url}/proxy.pac)")
     print(f"Policy:    {settings.policy_path}   Store: {settings.database_url.split('@')[-1]}", flush=True)
@@ -120,6 +152,22 @@ def cmd_run(args: argparse.Namespace) -> int:
         except subprocess.TimeoutExpired:
             p.kill()
     return next((p.returncode for p in procs if p.returncode not in (0, None, -signal.SIGTERM)), 0)
+
+
+def _run_with_workers(settings: Settings, sup, procs: list[subprocess.Popen]) -> int:  # type: ignore[no-untyped-def]
+    from esafety.workers import serve
+
+    print(f"Dashboard: {settings.dashboard_url}  (PAC file: {settings.dashboard_url}/proxy.pac)")
+    print(f"Policy:    {settings.policy_path}   Store: {settings.database_url.split('@')[-1]}", flush=True)
+    code = serve(sup, also=procs)
+    for p in procs:
+        if p.poll() is None:
+            p.terminate()
+        try:
+            p.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+    return code or next((p.returncode for p in procs if p.returncode not in (0, None, -signal.SIGTERM)), 0)
 
 
 __all__ = ["register", "os"]
