@@ -23,6 +23,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--seconds", type=float, default=None, help="stop after this long (default: until killed)")
     r.add_argument("--count", type=int, default=None, help="stop after this many frames")
     r.add_argument("--no-store", action="store_true", help="print detections only; raise no incidents")
+    r.add_argument("--metrics-port", type=int, default=0,
+                   help="serve Prometheus metrics on this port (0: off; deploy/prometheus scrapes 9170)")
     _common(r)
     r.set_defaults(func=cmd_run)
 
@@ -121,6 +123,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
+    if args.metrics_port:
+        from prometheus_client import start_http_server
+
+        start_http_server(args.metrics_port)
     store = None if args.no_store else _incidents(args, live=True)
     try:
         sensor = run_live(args.iface, cfg, Tee(Printer(sys.stdout, args.json), store), bpf=args.bpf,
