@@ -132,3 +132,14 @@ def test_timers_start_their_services() -> None:
         assert (UNITS / target).exists()
         assert unit(target)["Service"]["Type"] == ["oneshot"]
         assert t["Install"]["WantedBy"] == ["timers.target"]
+
+
+@pytest.mark.skipif(shutil.which("nft") is None, reason="nft (Debian package nftables) absent")
+def test_transparent_mode_nftables_ruleset_parses(tmp_path: Path) -> None:
+    """The ruleset in deploy/transparent.md is what people paste: `nft -c` checks it, loading nothing."""
+    text = (ROOT / "deploy" / "transparent.md").read_text()
+    ruleset = text.split("```nft\n", 1)[1].split("```", 1)[0]
+    (tmp_path / "esafety.nft").write_text(ruleset)
+    r = subprocess.run(["nft", "-c", "-f", str(tmp_path / "esafety.nft")], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert "redirect to :8081" in ruleset and "udp dport 443 reject" in ruleset
