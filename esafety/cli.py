@@ -20,36 +20,50 @@ COMMAND_MODULES = (
     "esafety.commands.audit",
     "esafety.commands.registrations",
     "esafety.commands.devices",
+    "esafety.commands.agent",
 )
 
 
-def build_parser() -> argparse.ArgumentParser:
+# The agent runs on every pupil's device within a 50 MB budget: `esafety agent ...` loads only its
+# own command, not the server's libraries (SQLAlchemy, FastAPI, mitmproxy) that the others import.
+LIGHT_COMMANDS = {"agent": "esafety.commands.agent"}
+
+
+def build_parser(modules: tuple[str, ...] = COMMAND_MODULES) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="esafety", description="School network monitoring and e-safety enforcement")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for name in COMMAND_MODULES:
+    for name in modules:
         importlib.import_module(name).register(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    from sqlalchemy.exc import OperationalError, ProgrammingError
-
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    light = LIGHT_COMMANDS.get(argv[0]) if argv else None
+    args = build_parser((light,) if light else COMMAND_MODULES).parse_args(argv)
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         return 130
-    except (OperationalError, ProgrammingError) as exc:
+    except Exception as exc:
+        if not _store_unusable(exc):
+            raise
         # A store that is down or not yet migrated: say which and what to do, not a traceback.
         from esafety.config import load_settings
 
         where = load_settings().database_url.rpartition("@")[2]
-        problem = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+        orig = getattr(exc, "orig", None)
+        problem = str(orig).strip().splitlines()[0] if orig else str(exc)
         print(f"esafety: the store ({where}) cannot serve this: {problem}", file=sys.stderr)
         if "no such table" in problem or "does not exist" in problem:
             print("  its schema is missing or old: run `esafety db upgrade`", file=sys.stderr)
         return 2
+
+
+def _store_unusable(exc: Exception) -> bool:
+    store_errors = sys.modules.get("sqlalchemy.exc")  # never imported by the light commands
+    return store_errors is not None and isinstance(exc, (store_errors.OperationalError, store_errors.ProgrammingError))
 
 
 if __name__ == "__main__":
