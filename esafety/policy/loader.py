@@ -197,9 +197,11 @@ def _build(doc: _Doc, path: Path, text: str) -> Policy | None:  # noqa: C901 - o
             return str(cid)
         return cid
 
-    # Groups, with lineage resolved through parents.
+    # Groups, with lineage resolved through parents. A setting a group leaves out comes from its
+    # first parent that has it (year7 -> ks3 -> pupils), so a year group is never less strict than its key stage.
     raw_groups = r.get(d, (), "groups", dict) or {}
     groups: dict[str, Group] = {}
+    own: dict[str, dict[str, Any]] = {}
     for name, g in raw_groups.items():
         p: tuple[Any, ...] = ("groups", name)
         if not isinstance(g, dict):
@@ -209,8 +211,20 @@ def _build(doc: _Doc, path: Path, text: str) -> Policy | None:  # noqa: C901 - o
         yt = r.get(g, p, "youtube_restrict", (str, type(None)), default=None,
                    check=lambda v: None if v in (None, "Strict", "Moderate")
                    else "youtube_restrict is Strict or Moderate")
+        own[name] = {k: v for k, v in (("on_error", on_error), ("youtube_restrict", yt)) if k in g}
         groups[name] = Group(name, r.get(g, p, "description", str, default=""),
                              tuple(r.str_list(g, p, "parents")), Action(on_error or "block"), yt)
+
+    def inherited(name: str, key: str, seen: frozenset[str] = frozenset()) -> tuple[bool, Any]:
+        if key in own.get(name, {}):
+            return True, own[name][key]
+        for parent in groups[name].parents if name in groups else ():
+            if parent in groups and parent not in seen:
+                found, value = inherited(parent, key, seen | {name})
+                if found:
+                    return True, value
+        return False, None
+
     for name, g in list(groups.items()):
         lineage, todo = {name}, list(g.parents)
         while todo:
@@ -221,7 +235,10 @@ def _build(doc: _Doc, path: Path, text: str) -> Policy | None:  # noqa: C901 - o
             if parent not in lineage:
                 lineage.add(parent)
                 todo.extend(groups[parent].parents)
-        groups[name] = Group(g.name, g.description, g.parents, g.on_error, g.youtube_restrict, frozenset(lineage))
+        has_on_error, on_error = inherited(name, "on_error")
+        _, yt = inherited(name, "youtube_restrict")
+        groups[name] = Group(g.name, g.description, g.parents, Action(on_error) if has_on_error and on_error else
+                             g.on_error, yt, frozenset(lineage))
     default_group = r.get(d, (), "default_group", str, default="unknown")
     if default_group not in groups:
         doc.error(("default_group",), f"unknown group '{default_group}'")

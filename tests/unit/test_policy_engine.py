@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from datetime import datetime
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -133,3 +134,24 @@ def test_circumvention_goes_to_it_and_repeated_circumvention_to_the_dsl():
     assert route(IncidentReport("pattern", "vpn", 4, "3 VPN attempts in 7 days"), policy).queue == "dsl"
     assert route(IncidentReport("proxy", "self_harm", 4, "search"), policy).queue == "dsl"
     assert route(IncidentReport("proxy", "gambling", 2, "casino"), policy).queue == "esafety_coordinator"
+
+
+@pytest.mark.parametrize(("group", "expected"), [("year7", "Strict"), ("year10", "Strict"), ("year12", "Moderate"),
+                                                  ("year13", "Moderate"), ("staff", "Moderate"), ("unknown", "Strict")])
+def test_youtube_restricted_mode_follows_the_key_stage(engine: Engine, group: str, expected: str):
+    # Year groups set nothing themselves: they take Restricted Mode from their key stage.
+    d = ask(engine, "https://www.youtube.com/results?search_query=volcanoes", group)
+    assert d.rewrite is not None and ("YouTube-Restrict", expected) in d.rewrite.headers
+
+
+def test_a_group_setting_overrides_what_it_would_inherit(tmp_path: Path):
+    text = (ROOT / "policies" / "aup.yaml").read_text().replace(
+        "  year13: {parents: [sixth_form]}", "  year13: {parents: [sixth_form], youtube_restrict: Strict}\n"
+        "  trainee_teachers: {parents: [staff]}")
+    shutil.copytree(ROOT / "policies", tmp_path / "policies")
+    (tmp_path / "policies" / "aup.yaml").write_text(text)
+    policy = load_policy(tmp_path / "policies" / "aup.yaml")
+    assert policy.groups["year13"].youtube_restrict == "Strict"
+    assert policy.groups["year12"].youtube_restrict == "Moderate"
+    assert (policy.groups["trainee_teachers"].on_error, policy.groups["year13"].on_error) == (Action.ALLOW,
+                                                                                              Action.BLOCK)
