@@ -334,7 +334,7 @@ def run(quick: bool) -> dict[str, Any]:
     rows.append(row(bench, "p99 latency, 16 connections", ours["loaded_p99_ms"], "ms",
                     peer=bare["loaded_p99_ms"], peer_name="mitmdump (bare)", better="lower"))
     if _workers_supported():
-        notes.append("`esafety run --workers` exists but is not benchmarked yet")
+        notes.append("several workers (`--workers N`): see the proxy_scaling benchmark")
     else:
         rows.append(row(bench, "esafety 2 workers vs 1", "not available", "", note="`esafety run --workers` "
                         "does not exist yet"))
