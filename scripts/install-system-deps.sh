@@ -3,7 +3,7 @@
 set -euo pipefail
 purpose=${1:-test}
 case "$purpose" in
-  test)  pkgs=(chromium prometheus prometheus-alertmanager postgresql-client openvpn transmission-cli transmission-daemon iproute2 tshark haproxy) ;;
+  test)  pkgs=(chromium prometheus prometheus-alertmanager postgresql-client openvpn transmission-cli transmission-daemon iproute2 tshark haproxy nftables) ;;
   bench) pkgs=(chromium prometheus postgresql-client e2guardian squid squidguard libndpi-bin wrk nginx-light haproxy) ;;
   *) echo "unknown purpose: $purpose" >&2; exit 2 ;;
 esac
