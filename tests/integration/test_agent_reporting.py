@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -115,3 +116,34 @@ def test_enrolment_with_a_bad_token_is_refused_with_the_reason(dashboard: dict, 
 def test_run_without_enrolment_explains_what_to_do(tmp_path: Path):
     r = agent("run", "--once", state=tmp_path / "missing.json")
     assert r.returncode == 1 and "enrol first" in r.stderr
+
+
+def test_check_prints_a_table_or_json_and_its_exit_code_says_whether_anything_fails(tmp_path: Path):
+    table = subprocess.run([ESAFETY, "agent", "check", "--only", "local_admins", "--only", "hotspot"],
+                           capture_output=True, text=True, timeout=60)
+    assert table.returncode == 0, table.stdout + table.stderr
+    assert table.stdout.splitlines()[0].split() == ["CHECK", "STATUS", "CRITICAL", "TIME", "EVIDENCE"]
+    as_json = subprocess.run([ESAFETY, "agent", "check", "--json", "--only", "local_admins"], capture_output=True,
+                             text=True, timeout=60)
+    [result] = json.loads(as_json.stdout)
+    assert result["id"] == "local_admins" and result["status"] == "pass"
+    assert "root" in result["evidence"]["administrators"]
+    # A web server for the whole network fails listening_servers: exit 1, with the fix printed.
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "http.server", "--bind", "0.0.0.0", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tmp_path)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            failing = subprocess.run([ESAFETY, "agent", "check", "--only", "listening_servers"], capture_output=True,
+                                     text=True, timeout=60)
+            if failing.returncode == 1 or time.monotonic() > deadline:
+                break
+            time.sleep(0.3)
+        assert failing.returncode == 1 and "FAIL" in failing.stdout
+        assert "fix: Stop the listed programs" in failing.stdout
+    finally:
+        server.kill()
+        server.wait()
+    unknown = subprocess.run([ESAFETY, "agent", "check", "--only", "no_such_check"], capture_output=True, text=True)
+    assert unknown.returncode == 2 and "unknown check" in unknown.stderr
