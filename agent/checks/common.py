@@ -5,7 +5,7 @@ OS can tell (installed applications, Wi-Fi mode)."""
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from ipaddress import ip_address
 from typing import Any
 
@@ -64,12 +64,18 @@ def _network_facing(lst: Listener) -> bool:
     return lst.proto == "tcp" or lst.port in UDP_SERVER_PORTS
 
 
-def listening_servers(ctx: Ctx) -> Result:
+def listening_servers(ctx: Ctx, is_os_service: Callable[[Listener], bool] | None = None) -> Result:
+    """`is_os_service`: the platform's own listeners (Windows RPC and SMB, macOS Continuity), which
+    every device has; flagging them would fail them all."""
     allowed = {n.lower() for n in ctx.settings.listening_allow}
     servers: list[dict[str, Any]] = []
     unattributed: list[dict[str, Any]] = []
     seen: set[tuple[str | None, int, str]] = set()
+    os_ignored = 0
     for lst in sorted(ctx.host.listeners(), key=lambda x: (x.port, x.proto, x.ip)):
+        if is_os_service is not None and is_os_service(lst):
+            os_ignored += 1
+            continue
         if not _network_facing(lst) or (lst.process or "").lower() in allowed:
             continue
         key = (lst.process, lst.port, lst.proto)
@@ -83,7 +89,16 @@ def listening_servers(ctx: Ctx) -> Result:
     evidence: dict[str, Any] = {"servers": servers, "allowed": sorted(allowed)}
     if unattributed:
         evidence["unattributed"] = unattributed
+    if is_os_service is not None:
+        evidence["os_services_ignored"] = os_ignored
     return failed(**evidence) if servers else passed(**evidence)
+
+
+def nfs_exports(ctx: Ctx) -> list[str]:
+    """Paths exported in /etc/exports (Linux and macOS), as `nfs:/path`."""
+    text = ctx.host.read("/etc/exports") or ""
+    lines = [line.strip() for line in text.splitlines()]
+    return [f"nfs:{line.split()[0]}" for line in lines if line and not line.startswith("#")]
 
 
 def safeguarding_monitor(ctx: Ctx) -> Result:

@@ -191,8 +191,7 @@ def file_shares(ctx: Ctx) -> Result:
         shares += [f"smb:{s}" for s in parse_smb_conf(ctx.host.read("/etc/samba/smb.conf") or "")]
         shares += [f"smb-usershare:{s}" for s in ctx.host.listdir("/var/lib/samba/usershares")]
     if nfsd:
-        shares += [f"nfs:{line.split()[0]}" for line in (ctx.host.read("/etc/exports") or "").splitlines()
-                   if line.strip() and not line.lstrip().startswith("#")]
+        shares += common.nfs_exports(ctx)
     ev = {"smbd_running": smbd, "nfsd_running": nfsd, "shares": shares}
     return failed(**ev) if shares else passed(**ev)
 

@@ -14,7 +14,6 @@ from typing import Any
 
 from agent.checks import common
 from agent.checks.base import Check, Ctx, Listener, Result, failed, not_applicable, passed, process_matches
-from agent.checks.oslisteners import listening_servers_except
 
 SOFTWAREUPDATE_PREFS = "/Library/Preferences/com.apple.SoftwareUpdate"
 NAT_PREFS = "/Library/Preferences/SystemConfiguration/com.apple.nat"
@@ -273,8 +272,7 @@ def file_shares(ctx: Ctx) -> Result:
         shares += [f"{'+'.join(r['shared_over'])}:{r['name']}={r['path']}"
                    for r in parse_sharing_list(ctx.run("sharing", "-l")) if r["shared_over"]]
     if nfsd:
-        shares += [f"nfs:{line.split()[0]}" for line in (ctx.host.read("/etc/exports") or "").splitlines()
-                   if line.strip() and not line.lstrip().startswith("#")]
+        shares += common.nfs_exports(ctx)
     ev = {"smb_running": smb, "nfsd_running": nfsd, "shares": shares}
     return failed(**ev) if shares else passed(**ev)
 
@@ -359,7 +357,7 @@ def is_macos_service(lst: Listener) -> bool:
 
 
 def listening_servers(ctx: Ctx) -> Result:
-    return listening_servers_except(ctx, is_macos_service)
+    return common.listening_servers(ctx, is_macos_service)
 
 
 CHECKS: dict[str, Check] = {

@@ -17,7 +17,6 @@ from typing import Any
 
 from agent.checks import common
 from agent.checks.base import Check, Ctx, Listener, Result, failed, not_applicable, passed
-from agent.checks.oslisteners import listening_servers_except
 
 POWERSHELL = ("powershell", "-NoProfile", "-NonInteractive", "-Command")
 
@@ -393,7 +392,7 @@ def is_windows_service(lst: Listener) -> bool:
 
 
 def listening_servers(ctx: Ctx) -> Result:
-    return listening_servers_except(ctx, is_windows_service)
+    return common.listening_servers(ctx, is_windows_service)
 
 
 CHECKS: dict[str, Check] = {
