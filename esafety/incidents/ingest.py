@@ -12,14 +12,15 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy import insert, select
+from sqlalchemy.orm import Session, make_transient_to_detached
 
 from esafety.incidents.model import IncidentReport
 from esafety.incidents.routing import route
 from esafety.incidents.tables import IncidentKey
 from esafety.policy.schema import Policy
-from esafety.store.models import Incident
+from esafety.store.bulk import insert_with_ids
+from esafety.store.models import Incident, utcnow
 
 BURST_WINDOW = timedelta(minutes=10)
 _KEY_CHUNK = 500
@@ -74,6 +75,11 @@ def _open_bursts(session: Session, reports: list[IncidentReport]) -> dict[BurstK
     return out
 
 
+# Every column of a new incident, so the objects handed back are complete without a reload.
+_UNSET = {"acknowledged_at": None, "assigned_to": None, "outcome": None, "acknowledged_by": None,
+          "closed_at": None, "escalations": 0, "pipeline_done": False}
+
+
 def ingest(session: Session, reports: Iterable[IncidentReport], policy: Policy | None) -> list[Incident]:
     """Add reports in order; returns the incidents created (not the bursts merged). Caller commits."""
     reports = list(reports)
@@ -83,6 +89,7 @@ def ingest(session: Session, reports: Iterable[IncidentReport], policy: Policy |
     bursts = _open_bursts(session, [rep for rep, _ in todo])
     created: list[Incident] = []
     merged: list[tuple[str, Incident]] = []  # keys of merged reports, so a replay does not count them twice
+    now = utcnow()
     with session.no_autoflush:  # new incidents join `bursts` in memory; one multi-row insert at the end
         for rep, key in todo:
             if key in seen:
@@ -104,14 +111,20 @@ def ingest(session: Session, reports: Iterable[IncidentReport], policy: Policy |
                 key=key, ref=rep.ref, source=rep.source, subject=rep.subject, device=rep.device,
                 client_ip=rep.client_ip, category=rep.category, kcsie=routed.kcsie if routed else "content",
                 level=level, queue=queue, state="new", summary=rep.summary[:500], evidence=rep.evidence,
-                count=1, occurred_at=rep.occurred_at, last_seen_at=rep.occurred_at,
+                count=1, occurred_at=rep.occurred_at, last_seen_at=rep.occurred_at, created_at=now, **_UNSET,
             )
-            session.add(inc)
-            created.append(inc)
+            created.append(inc)  # not added to the session: inserted below in one statement
             if bkey is not None:
                 bursts.setdefault(bkey, []).insert(0, inc)  # newest first
-    session.flush()
+    table = Incident.__table__
+    # Built after the loop: an incident created in this batch may have absorbed later reports.
+    ids = insert_with_ids(session, table, [{c.key: getattr(inc, c.key) for c in table.columns if c.key != "id"}  # type: ignore[arg-type]
+                                           for inc in created])
+    for inc, id_ in zip(created, ids, strict=True):
+        inc.id = id_
+        make_transient_to_detached(inc)  # the row is stored: attach it as loaded, nothing pending
+        session.add(inc)
     if merged:
-        session.add_all([IncidentKey(key=key, incident_id=inc.id) for key, inc in merged])
-        session.flush()
+        session.execute(insert(IncidentKey), [{"key": key, "incident_id": inc.id} for key, inc in merged])
+    session.flush()  # the merged bursts' new counts
     return created
