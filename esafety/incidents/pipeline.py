@@ -14,7 +14,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from esafety.incidents import notify, pattern
-from esafety.incidents.audit import SYSTEM, Chain, evidence_digest
+from esafety.incidents.audit import SYSTEM, Chain, NewEvent, evidence_digest
 from esafety.incidents.ingest import ingest
 from esafety.incidents.tables import IncidentLink
 from esafety.policy.schema import Policy
@@ -33,8 +33,11 @@ def process_new(session: Session, policy: Policy | None, link_base: str, batch: 
     if not todo:
         return 0
     to: dict[str, list[str]] = {}
+    events = []
     for inc in todo:
-        _raised(session, chain, inc, policy, link_base, to)
+        events.append(_raised_event(inc))
+        notify.immediate(session, inc, policy, link_base, to)
+    chain.extend(events)  # one insert for the batch's "raised" events
     for rep, ids in pattern.find(session, todo):
         for new in ingest(session, [rep], policy):
             for other in ids:
@@ -48,13 +51,17 @@ def process_new(session: Session, policy: Policy | None, link_base: str, batch: 
     return len(todo)
 
 
-def _raised(session: Session, chain: Chain, inc: Incident, policy: Policy | None, link_base: str,
-            to: dict[str, list[str]], pattern_of: int | None = None) -> None:
+def _raised_event(inc: Incident, pattern_of: int | None = None) -> NewEvent:
     detail = {"ref": inc.ref, "source": inc.source, "category": inc.category, "level": inc.level,
               "queue": inc.queue, "evidence_sha256": evidence_digest(inc)}
     if pattern_of:
         detail["pattern_of"] = pattern_of
-    chain.add(inc, SYSTEM, "raised", **detail)
+    return NewEvent(actor=SYSTEM, action="raised", incident_id=inc.id, subject=inc.subject, detail=detail)
+
+
+def _raised(session: Session, chain: Chain, inc: Incident, policy: Policy | None, link_base: str,
+            to: dict[str, list[str]], pattern_of: int | None = None) -> None:
+    chain.append(_raised_event(inc, pattern_of))
     notify.immediate(session, inc, policy, link_base, to)
 
 
