@@ -19,7 +19,7 @@ from esafety.incidents.model import IncidentReport
 from esafety.incidents.routing import route
 from esafety.incidents.tables import IncidentKey
 from esafety.policy.schema import Policy
-from esafety.store.bulk import insert_with_ids
+from esafety.store.bulk import insert_with_ids, one_of
 from esafety.store.models import Incident, utcnow
 
 BURST_WINDOW = timedelta(minutes=10)
@@ -35,8 +35,8 @@ def _existing_keys(session: Session, keys: list[str]) -> set[str]:
     found: set[str] = set()
     for i in range(0, len(keys), _KEY_CHUNK):
         chunk = keys[i:i + _KEY_CHUNK]
-        found.update(session.scalars(select(Incident.key).where(Incident.key.in_(chunk))))
-        found.update(session.scalars(select(IncidentKey.key).where(IncidentKey.key.in_(chunk))))
+        found.update(session.scalars(select(Incident.key).where(one_of(session, Incident.key, chunk))))
+        found.update(session.scalars(select(IncidentKey.key).where(one_of(session, IncidentKey.key, chunk))))
     return found
 
 
@@ -66,7 +66,7 @@ def _open_bursts(session: Session, reports: list[IncidentReport]) -> dict[BurstK
     for kind, column, values in (("s", Incident.subject, subjects), ("ip", Incident.client_ip, ips)):
         for i in range(0, len(values), _KEY_CHUNK):
             for inc in session.scalars(select(Incident).where(
-                    column.in_(values[i:i + _KEY_CHUNK]), Incident.state.in_(("new", "triage")),
+                    one_of(session, column, values[i:i + _KEY_CHUNK]), Incident.state.in_(("new", "triage")),
                     Incident.last_seen_at >= since)):
                 who = inc.subject if kind == "s" else inc.client_ip
                 out.setdefault((kind, who, inc.category, inc.source), []).append(inc)  # type: ignore[arg-type]
@@ -117,9 +117,9 @@ def ingest(session: Session, reports: Iterable[IncidentReport], policy: Policy |
             if bkey is not None:
                 bursts.setdefault(bkey, []).insert(0, inc)  # newest first
     table = Incident.__table__
+    cols = [c.key for c in table.columns if c.key != "id"]
     # Built after the loop: an incident created in this batch may have absorbed later reports.
-    ids = insert_with_ids(session, table, [{c.key: getattr(inc, c.key) for c in table.columns if c.key != "id"}  # type: ignore[arg-type]
-                                           for inc in created])
+    ids = insert_with_ids(session, table, [{c: getattr(inc, c) for c in cols} for inc in created])  # type: ignore[arg-type]
     for inc, id_ in zip(created, ids, strict=True):
         inc.id = id_
         make_transient_to_detached(inc)  # the row is stored: attach it as loaded, nothing pending

@@ -12,6 +12,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from esafety.incidents.model import IncidentReport
+from esafety.store.bulk import one_of
 from esafety.store.models import Incident
 
 SOURCE = "pattern"
@@ -37,7 +38,7 @@ def _candidates(session: Session, pairs: set[tuple[str, str]], rule: PatternRule
         for i in range(0, len(subjects), 500):
             rows = session.execute(
                 select(Incident.subject, Incident.category).where(
-                    Incident.subject.in_(subjects[i:i + 500]), Incident.level < rule.below_level,
+                    one_of(session, Incident.subject, subjects[i:i + 500]), Incident.level < rule.below_level,
                     Incident.source != SOURCE, Incident.occurred_at >= since)
                 .group_by(Incident.subject, Incident.category).having(func.count() >= rule.count))
             hits.update((s, c) for s, c in rows if s is not None and (s, c) in pairs)

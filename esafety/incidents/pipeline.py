@@ -18,6 +18,7 @@ from esafety.incidents.audit import SYSTEM, Chain, NewEvent, evidence_digest
 from esafety.incidents.ingest import ingest
 from esafety.incidents.tables import IncidentLink
 from esafety.policy.schema import Policy
+from esafety.store.bulk import one_of
 from esafety.store.db import sessions
 from esafety.store.models import Incident
 
@@ -46,7 +47,7 @@ def process_new(session: Session, policy: Policy | None, link_base: str, batch: 
             new.pipeline_done = True
     ids = [inc.id for inc in todo]
     for i in range(0, len(ids), 500):  # one statement per 500 rather than an UPDATE per row
-        session.execute(update(Incident).where(Incident.id.in_(ids[i:i + 500])).values(pipeline_done=True)
+        session.execute(update(Incident).where(one_of(session, Incident.id, ids[i:i + 500])).values(pipeline_done=True)
                         .execution_options(synchronize_session=False))
     return len(todo)
 

@@ -11,9 +11,11 @@ has no such cost and keeps INSERT ... RETURNING.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Table, func, insert, select
+from sqlalchemy import ColumnElement, Table, any_, bindparam, func, insert, select
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
 
@@ -28,3 +30,11 @@ def insert_with_ids(session: Session, table: Table, rows: list[dict[str, Any]]) 
         session.execute(insert(table), [{**row, pk.name: i} for row, i in zip(rows, ids, strict=True)])
         return ids
     return list(session.scalars(insert(table).returning(pk, sort_by_parameter_order=True), rows))
+
+
+def one_of(session: Session, column: ColumnElement[Any], values: Sequence[Any]) -> ColumnElement[bool]:
+    """`column IN (values)`; on PostgreSQL `column = ANY(array)`: one bind parameter, so psycopg's
+    statement cache applies and a 500-key lookup is not re-parsed for every chunk."""
+    if session.get_bind().dialect.name == "postgresql":
+        return column == any_(bindparam(None, list(values), type_=ARRAY(column.type)))
+    return column.in_(values)
