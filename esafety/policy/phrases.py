@@ -9,11 +9,14 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+import ahocorasick_rs
+
 from esafety.policy.schema import Phrases
 from esafety.policy.text import Matcher, fold
 
 _TAGS = re.compile(r"<(script|style)\b.*?</\1\s*>|<[^>]{0,2000}>", re.IGNORECASE | re.DOTALL)
 _ENTITY = re.compile(r"&(?:nbsp|amp|lt|gt|quot|#\d+);")
+_ALNUM = tuple(b < 128 and chr(b).isalnum() for b in range(256))  # str.isalnum of an ASCII byte
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,14 +29,48 @@ class ScanResult:
         return self.score >= threshold
 
 
+_NO_MATCH = ScanResult(0, "", ())
+
+
+def _runs(key: str) -> list[str]:
+    """Maximal alphanumeric runs of a folded phrase (str.isalnum, as the matcher's word boundaries)."""
+    return "".join(c if c.isalnum() else " " for c in key).split()
+
+
 class PhraseScanner:
     def __init__(self, phrases: Phrases):
         self.threshold = phrases.threshold
         self.max_bytes = phrases.max_bytes
         self._matcher = Matcher((p, (w, pl.category)) for pl in phrases.lists for p, w in pl.phrases)
+        # Prefilter for ASCII pages (most pages, and almost all clean ones). A whole-word match of a
+        # phrase makes each alphanumeric run of the phrase a whole alphanumeric run of the scanned
+        # text, and every such run of the scanned text (tags and entities become spaces, whitespace
+        # is only squashed) is one of the raw page too. So when no phrase's longest run occurs as a
+        # whole word in the raw page, nothing can match: the tag stripping, folding and matching
+        # (~6x the cost of this search) are skipped with the same result. The search is a Rust
+        # Aho-Corasick DFA over bytes, several times faster than pyahocorasick's walk over str.
+        needles = [max(reversed(_runs(k)), key=len, default="") for k in self._matcher.keys]  # ties: the last
+        self._prefilter_on = all(needles)  # off when some phrase has no alphanumeric run to look for
+        ascii_needles = sorted({n.encode("ascii") for n in needles if n and n.isascii()})
+        self._prefilter = ahocorasick_rs.BytesAhoCorasick(ascii_needles) if ascii_needles else None
 
     def scan_html(self, body: bytes, charset: str = "utf-8") -> ScanResult:
         text = body[: self.max_bytes].decode(charset or "utf-8", errors="replace")
+        if self._prefilter_on and text.isascii() and not self._may_match(text.encode("ascii").lower()):
+            return _NO_MATCH
+        return self._scan_markup(text)
+
+    def _may_match(self, low: bytes) -> bool:
+        """Does some phrase's needle occur as a whole word in this lower-cased ASCII page?"""
+        if self._prefilter is None:
+            return False  # every phrase has a non-ASCII character: none can match ASCII text
+        end = len(low)
+        for _i, start, stop in self._prefilter.find_matches_as_indexes(low, overlapping=True):
+            if (start == 0 or not _ALNUM[low[start - 1]]) and (stop == end or not _ALNUM[low[stop]]):
+                return True
+        return False
+
+    def _scan_markup(self, text: str) -> ScanResult:
         return self.scan_text(_ENTITY.sub(" ", _TAGS.sub(" ", text)))
 
     def scan_text(self, text: str) -> ScanResult:

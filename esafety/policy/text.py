@@ -43,13 +43,14 @@ class Matcher(Generic[T]):
 
     def __init__(self, patterns: Iterable[tuple[str, T]]):
         self._ac = ahocorasick.Automaton()
-        n = 0
+        keys: list[str] = []
         for pattern, payload in patterns:
             key = fold(pattern).strip()
             if key:
                 self._ac.add_word(key, (len(key), key, payload))
-                n += 1
-        self.size = n
+                keys.append(key)
+        self.keys = tuple(keys)  # folded, as matched
+        n = self.size = len(keys)
         if n:
             self._ac.make_automaton()
 
