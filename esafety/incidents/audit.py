@@ -62,10 +62,11 @@ class Chain:
 
     def lock(self) -> None:
         if self._head is None:
-            # A write to the head row takes the store's write lock (SQLite) / row lock (PostgreSQL).
-            self.session.execute(update(AuditHead).where(AuditHead.id == 1).values(seq=AuditHead.seq))
+            # A write to the head row takes the store's write lock (SQLite) / row lock (PostgreSQL);
+            # RETURNING reads it back in the same round trip.
             self._head = self.session.scalars(
-                select(AuditHead).where(AuditHead.id == 1).execution_options(populate_existing=True)).one()
+                update(AuditHead).where(AuditHead.id == 1).values(seq=AuditHead.seq).returning(AuditHead)
+                .execution_options(populate_existing=True)).one()
 
     def append(self, ev: NewEvent, at: datetime | None = None) -> IncidentEvent:
         self.lock()

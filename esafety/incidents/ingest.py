@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import insert, select
+from sqlalchemy import insert, select, union_all
 from sqlalchemy.orm import Session, make_transient_to_detached
 
 from esafety.incidents.model import IncidentReport
@@ -35,8 +35,9 @@ def _existing_keys(session: Session, keys: list[str]) -> set[str]:
     found: set[str] = set()
     for i in range(0, len(keys), _KEY_CHUNK):
         chunk = keys[i:i + _KEY_CHUNK]
-        found.update(session.scalars(select(Incident.key).where(one_of(session, Incident.key, chunk))))
-        found.update(session.scalars(select(IncidentKey.key).where(one_of(session, IncidentKey.key, chunk))))
+        found.update(session.scalars(union_all(  # one round trip for both tables
+            select(Incident.key).where(one_of(session, Incident.key, chunk)),
+            select(IncidentKey.key).where(one_of(session, IncidentKey.key, chunk)))))
     return found
 
 

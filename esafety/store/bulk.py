@@ -24,7 +24,7 @@ def insert_with_ids(session: Session, table: Table, rows: list[dict[str, Any]]) 
     if not rows:
         return []
     pk = table.primary_key.columns.values()[0]
-    if session.get_bind().dialect.name == "postgresql":
+    if len(rows) > 1 and session.get_bind().dialect.name == "postgresql":  # one row: RETURNING is one round trip
         seq = func.pg_get_serial_sequence(table.name, pk.name)
         ids = sorted(session.scalars(select(func.nextval(seq)).select_from(func.generate_series(1, len(rows)))))
         session.execute(insert(table), [{**row, pk.name: i} for row, i in zip(rows, ids, strict=True)])
