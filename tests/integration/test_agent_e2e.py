@@ -2,9 +2,10 @@
 
 `esafety agent enrol` then `esafety agent run` as subprocesses, reporting to a uvicorn dashboard
 whose sweep and incident workers run. Real prohibited software is started on this machine: a
-BitTorrent client (transmission-daemon, a critical check: incident for IT) and a web server on
-0.0.0.0 (listening_servers); stopping them clears the checks. The proxy attributes requests from
-the agent's address (127.0.0.1 here) to the device's user and applies her group. Killing the agent
+BitTorrent client (transmission-daemon, a critical check: incident for IT), OpenVPN with a tun
+interface (vpn_clients) and a web server on 0.0.0.0 (listening_servers); stopping them clears them.
+The proxy attributes requests from the agent's address (127.0.0.1 here) to the device's user and
+applies her group. Killing the agent
 makes the device stale, and browsing on regardless raises the tamper pair (IT and the DSL).
 """
 
@@ -64,6 +65,10 @@ def check_evidence(url: str, check_id: str) -> dict:
 
 def serving_ports(url: str) -> set[int]:
     return {srv["port"] for srv in check_evidence(url, "listening_servers").get("servers", [])}
+
+
+def tunnels(url: str) -> list[str]:
+    return [t["name"] for t in check_evidence(url, "vpn_clients").get("tunnels", [])]
 
 
 def incident_weight(url: str) -> int:
@@ -149,12 +154,19 @@ def test_the_real_agent_end_to_end(stack: dict) -> None:
         web_port = free_port()
         extra.append(subprocess.Popen([sys.executable, "-m", "http.server", "--bind", "0.0.0.0", str(web_port)],
                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tmp))
+        tunnel = f"tun-e2e{os.getpid() % 1000}"
+        extra.append(subprocess.Popen(["openvpn", "--dev", tunnel, "--dev-type", "tun", "--ifconfig", "10.199.0.1",
+                                       "10.199.0.2", "--port", str(free_port()), "--verb", "1"],
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         wait_for("our BitTorrent client to be reported",
                  lambda: extra[0].pid in [r["pid"] for r in check_evidence(db, "p2p_clients").get("running", [])],
                  proc=agent, log=log)
         assert check_status(db, "p2p_clients") == "fail"
         wait_for("the web server to be reported", lambda: web_port in serving_ports(db), proc=agent, log=log)
         assert check_status(db, "listening_servers") == "fail"
+        wait_for("the VPN tunnel to be reported", lambda: tunnel in tunnels(db), proc=agent, log=log)
+        assert check_status(db, "vpn_clients") == "fail"
+        assert "openvpn" in [r["name"] for r in check_evidence(db, "vpn_clients")["running"]]
         wait_for("an IT incident for the P2P client", lambda: incident_weight(db) > raised_before)
         incs = incidents(db, "device_noncompliance")
         assert all(i.queue == "it_services" and i.subject == "jo.y12" and i.source == "agent" for i in incs)
@@ -164,6 +176,7 @@ def test_the_real_agent_end_to_end(stack: dict) -> None:
             p.wait(timeout=10)
         wait_for("p2p_clients to pass", lambda: check_status(db, "p2p_clients") == "pass", proc=agent, log=log)
         wait_for("the web server to be gone", lambda: web_port not in serving_ports(db), proc=agent, log=log)
+        wait_for("the tunnel to be gone", lambda: tunnel not in tunnels(db), proc=agent, log=log)
 
         # Tamper: the agent is killed; the device goes stale, and browsing on raises the pair.
         agent.send_signal(signal.SIGKILL)
