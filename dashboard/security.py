@@ -38,7 +38,7 @@ from datetime import UTC, datetime, timedelta
 from urllib.parse import quote, urlsplit
 
 from fastapi import Depends, HTTPException, Request, Response
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from esafety.auth import verify_user
@@ -252,11 +252,12 @@ def bearer_caller(request: Request) -> CurrentUser | None:
         return None
     raw = auth[7:].strip()
     with db(request) as s:
-        tok = s.scalar(select(ApiToken).where(ApiToken.token_hash == token_hash(raw), ApiToken.revoked_at.is_(None)))
+        # Look up and stamp last use in one statement: this runs on every API call.
+        tok = s.execute(update(ApiToken).where(ApiToken.token_hash == token_hash(raw), ApiToken.revoked_at.is_(None))
+                        .values(last_used_at=datetime.now(UTC)).returning(ApiToken.name, ApiToken.scope)).first()
         if tok is None:
             raise HTTPException(status_code=401, detail="unknown or revoked token",
                                 headers={"WWW-Authenticate": "Bearer"})
-        tok.last_used_at = datetime.now(UTC)
         s.commit()
         return CurrentUser(f"token:{tok.name}", tok.name, frozenset({tok.scope}), None, via="token")
 
