@@ -12,9 +12,9 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import Table, insert, select, update
 from sqlalchemy.orm import Session
 
 from esafety.incidents.tables import GENESIS_HASH, AuditHead, IncidentEvent
@@ -101,7 +101,7 @@ class Chain:
             rows.append({"seq": seq, "incident_id": ev.incident_id, "subject": ev.subject, "at": at,
                          "actor": ev.actor, "action": ev.action, "detail": detail, "prev_hash": prev, "hash": h})
             prev = h
-        self.session.execute(insert(IncidentEvent.__table__), rows)
+        self.session.execute(insert(cast(Table, IncidentEvent.__table__)), rows)
         head.seq, head.hash = seq, prev
 
     def add(self, inc: Incident | None, actor: str, action: str, **detail: Any) -> IncidentEvent:

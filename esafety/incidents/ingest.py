@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
+from typing import cast
 
-from sqlalchemy import insert, select, union_all
+from sqlalchemy import Table, insert, select, union_all
 from sqlalchemy.orm import Session, make_transient_to_detached
 
 from esafety.incidents.model import IncidentReport
@@ -117,10 +118,10 @@ def ingest(session: Session, reports: Iterable[IncidentReport], policy: Policy |
             created.append(inc)  # not added to the session: inserted below in one statement
             if bkey is not None:
                 bursts.setdefault(bkey, []).insert(0, inc)  # newest first
-    table = Incident.__table__
+    table = cast(Table, Incident.__table__)
     cols = [c.key for c in table.columns if c.key != "id"]
     # Built after the loop: an incident created in this batch may have absorbed later reports.
-    ids = insert_with_ids(session, table, [{c: getattr(inc, c) for c in cols} for inc in created])  # type: ignore[arg-type]
+    ids = insert_with_ids(session, table, [{c: getattr(inc, c) for c in cols} for inc in created])
     for inc, id_ in zip(created, ids, strict=True):
         inc.id = id_
         make_transient_to_detached(inc)  # the row is stored: attach it as loaded, nothing pending

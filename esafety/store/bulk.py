@@ -16,7 +16,7 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, Table, any_, bindparam, func, insert, select
 from sqlalchemy.dialects.postgresql import ARRAY
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import QueryableAttribute, Session
 
 
 def insert_with_ids(session: Session, table: Table, rows: list[dict[str, Any]]) -> list[int]:
@@ -32,7 +32,8 @@ def insert_with_ids(session: Session, table: Table, rows: list[dict[str, Any]]) 
     return list(session.scalars(insert(table).returning(pk, sort_by_parameter_order=True), rows))
 
 
-def one_of(session: Session, column: ColumnElement[Any], values: Sequence[Any]) -> ColumnElement[bool]:
+def one_of(session: Session, column: ColumnElement[Any] | QueryableAttribute[Any],
+           values: Sequence[Any]) -> ColumnElement[bool]:
     """`column IN (values)`; on PostgreSQL `column = ANY(array)`: one bind parameter, so psycopg's
     statement cache applies and a 500-key lookup is not re-parsed for every chunk."""
     if session.get_bind().dialect.name == "postgresql":
