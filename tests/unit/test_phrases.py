@@ -97,3 +97,12 @@ def test_accented_and_non_ascii_phrases(phrases: tuple[str, ...]) -> None:
 def test_no_phrases_at_all() -> None:
     s = _scanner_for()
     assert s.scan_html(b"<p>anything</p>").score == 0
+
+
+def test_overlapping_needles() -> None:
+    """The prefilter's non-overlapping search misses no whole-word needle hidden by a longer or earlier one."""
+    s = _scanner_for("pro", "process", "cess", "processes now", "ess")
+    for page in ("process", "processes", "processes now", "pro cess", "proc ess", "xprocess ess", "proprocess",
+                 "processing pro", "cess-pro", "PROCESS", "pr ocess", "p-r-o", "<b>pro</b>cess", "process&amp;"):
+        body = page.encode()
+        assert s.scan_html(body) == _full(s, body), page
