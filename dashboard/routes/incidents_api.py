@@ -97,7 +97,7 @@ def _result(inc: Incident, created: bool, merged: bool = False) -> JSONResponse:
 
 @router.post("/api/incidents")
 async def raise_incident(request: Request) -> JSONResponse:
-    caller = api_caller(request)
+    caller = await run_in_threadpool(api_caller, request)  # a database lookup: not on the event loop
     if caller.via == "session":
         await csrf_protect(request, caller)
         if not any(r in WRITE for r in caller.roles):
