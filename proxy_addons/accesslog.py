@@ -22,11 +22,12 @@ class AccessLog:
     def _row(self, flow: http.HTTPFlow, st: FlowState, status: int, size: int) -> dict:
         d = st.decision
         r = flow.request
+        method = r.method
         return {
             "ts": datetime.now(UTC), "ref": st.ref, "username": st.who.user, "policy_group": st.who.group,
             "device": st.who.device, "client_ip": flow.client_conn.peername[0] if flow.client_conn.peername else "",
-            "method": r.method[:16], "scheme": r.scheme[:8], "host": r.pretty_host[:255],
-            "path": r.path[:4000] if r.method != "CONNECT" else "", "status": status, "bytes": size,
+            "method": method[:16], "scheme": r.scheme[:8], "host": (st.host or r.pretty_host)[:255],
+            "path": r.path[:4000] if method != "CONNECT" else "", "status": status, "bytes": size,
             "action": d.action.value if d else ("block" if st.blocked_by else "allow"),
             "category": (d.category if d else st.blocked_by or "uncategorised")[:64],
             "rule": (d.rule if d else st.blocked_by)[:120],

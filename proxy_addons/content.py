@@ -39,15 +39,16 @@ class ContentScan:
         group = engine.policy.groups.get(st.who.group)
         if not group or not (engine.policy.phrases.scan_for & group.lineage):
             return
-        if not resp.headers.get("Content-Type", "").startswith(_TEXT_TYPES):
+        content_type = resp.headers.get("Content-Type", "")
+        if not content_type.startswith(_TEXT_TYPES):
             return
         try:
             body = resp.content or b""
         except ValueError:
             return  # undecodable content-encoding: nothing readable to scan
         scanner = self.scanner(engine)
-        result = scanner.scan_html(body[: scanner.max_bytes], resp.headers.get("Content-Type", "").partition(
-            "charset=")[2].strip() or "utf-8")
+        # scan_html reads only the first max_bytes itself: no copy of the body here
+        result = scanner.scan_html(body, content_type.partition("charset=")[2].strip() or "utf-8")
         metrics.CONTENT_SCANNED_BYTES.inc(min(len(body), scanner.max_bytes))
         if result.over(scanner.threshold):
             cat = engine.policy.categories.get(result.category)
