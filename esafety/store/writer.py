@@ -18,9 +18,9 @@ from collections import deque
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, TextIO, cast
 
-from sqlalchemy import insert
+from sqlalchemy import Table, insert
 from sqlalchemy.exc import SQLAlchemyError
 
 from esafety import metrics
@@ -31,6 +31,12 @@ from esafety.store.db import sessions
 from esafety.store.models import AccessLog, Incident
 
 log = logging.getLogger("esafety.writer")
+
+# One encoder for every line: json.dumps(..., default=str) builds a new one per call. Same output.
+_JSON = json.JSONEncoder(default=str).encode
+# Core insert into the table: the ORM's bulk path adds ~4 us a row of bookkeeping for the same
+# INSERT. Every row carries every column (AccessLog._row in the proxy; the spool holds those rows).
+_INSERT_ACCESS = insert(cast(Table, AccessLog.__table__))
 
 
 class BatchWriter:
@@ -95,24 +101,35 @@ class BatchWriter:
             self._wake.wait(self.interval)
             self._wake.clear()
             try:
-                self._drain()
+                self._drain(cycle=True)
             except Exception:  # never let the writer die: the proxy would silently stop logging
                 log.exception("batch writer cycle failed")
             self._idle.set()
 
-    def _take(self, q: deque[Any]) -> list[Any]:
+    def _take(self, q: deque[Any], limit: int) -> list[Any]:
         out: list[Any] = []
-        while q and len(out) < self.batch:
+        limit = min(limit, self.batch)
+        while q and len(out) < limit:
             out.append(q.popleft())
         return out
 
-    def _drain(self) -> None:
+    def _drain(self, cycle: bool = False) -> None:
+        """Write what is queued; a cycle (cycle=True) only what was queued when it began.
+
+        Rows that arrive during a cycle wait for the next one (an incident wakes it at once): looping
+        on them wrote batches of one or two rows under load, each paying a whole transaction (~0.3 ms
+        of CPU, mostly holding the GIL that the proxy's event loop needs).
+        """
         self._replay_spool()
-        while self._access or self._incidents:
-            rows = self._take(self._access)
-            reports = self._take(self._incidents)
+        left_access = len(self._access) if cycle else 1 << 62
+        left_incidents = len(self._incidents) if cycle else 1 << 62
+        while (self._access and left_access > 0) or (self._incidents and left_incidents > 0):
+            rows = self._take(self._access, left_access)
+            reports = self._take(self._incidents, left_incidents)
+            left_access -= len(rows)
+            left_incidents -= len(reports)
             if rows and self._jsonl:
-                self._jsonl.write("".join(json.dumps(r, default=str) + "\n" for r in rows))
+                self._jsonl.write("".join(_JSON(r) + "\n" for r in rows))
                 self._jsonl.flush()
             if rows and not self._write_access(rows):
                 self._spool(self._spool_access, rows)
@@ -123,7 +140,7 @@ class BatchWriter:
     def _write_access(self, rows: list[dict[str, Any]]) -> bool:
         try:
             with sessions(self.database_url)() as s:
-                s.execute(insert(AccessLog), rows)
+                s.execute(_INSERT_ACCESS, rows)
                 s.commit()
             return True
         except SQLAlchemyError as exc:
@@ -151,7 +168,7 @@ class BatchWriter:
 
     def _spool(self, path: Path, docs: list[dict[str, Any]]) -> None:
         with open(path, "a", encoding="utf-8") as fh:
-            fh.write("".join(json.dumps(d, default=str) + "\n" for d in docs))
+            fh.write("".join(_JSON(d) + "\n" for d in docs))
             fh.flush()
             os.fsync(fh.fileno())
 
