@@ -117,8 +117,8 @@ class BatchWriter:
         """Write what is queued; a cycle (cycle=True) only what was queued when it began.
 
         Rows that arrive during a cycle wait for the next one (an incident wakes it at once): looping
-        on them wrote batches of one or two rows under load, each paying a whole transaction (~0.3 ms
-        of CPU, mostly holding the GIL that the proxy's event loop needs).
+        on them wrote extra small batches under load, each paying a whole transaction (~0.3 ms of
+        CPU for a one-row batch, mostly holding the GIL that the proxy's event loop needs).
         """
         self._replay_spool()
         left_access = len(self._access) if cycle else 1 << 62
