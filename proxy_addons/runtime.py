@@ -128,8 +128,11 @@ class Runtime:
         url = ctx.options.esafety_database_url
         self.identity = IdentityResolver(url, self.engine.policy.default_group)
         self.identity.start()
-        spool = self.home / "spool" / ctx.options.esafety_worker if ctx.options.esafety_worker else self.home / "spool"
-        self.writer = BatchWriter(url, spool, self.home / "log" / "access.jsonl",
+        worker = ctx.options.esafety_worker
+        spool = self.home / "spool" / worker if worker else self.home / "spool"
+        # One journal per process: the access log's stored-up-to checkpoint counts this worker's bytes only.
+        access_log = self.home / "log" / (f"access-{worker}.jsonl" if worker else "access.jsonl")
+        self.writer = BatchWriter(url, spool, access_log,
                                   policy=lambda: self.engine.policy if self.engine else None)
         self.writer.start()
         if ctx.options.esafety_metrics_port:

@@ -1,10 +1,13 @@
 """The background batch writer: access-log rows and incidents leave the event loop here.
 
-The proxy hands rows to `log_access` / `raise_incident` (a deque append, no I/O). A thread
-drains them every `interval` seconds: access rows go to the JSON-lines log first (what Loki or
-Elasticsearch ship), then to the store in one executemany; incidents are routed and ingested.
-If the store is down, both spool to disk in order and are replayed when it returns; idempotency
-keys make a replay after a partial write harmless.
+The proxy hands rows to `log_access` / `raise_incident`: each is appended to a journal with one
+write(2) (the access log's JSON lines, what Loki or Elasticsearch ship; a private journal for
+incidents) and queued in memory. A thread drains the queues every `interval` seconds: access rows
+to the store in one executemany, incidents routed and ingested, and the journals' checkpoints move
+on. A process killed before its writer caught up loses nothing: the next one stores the journal
+lines beyond the checkpoint (esafety/store/journal.py), skipping rows already stored. If the
+store is down, rows spool to disk in order and are replayed when it returns; idempotency keys make
+a replay after a partial write harmless.
 """
 
 from __future__ import annotations
@@ -18,9 +21,9 @@ from collections import deque
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TextIO, cast
+from typing import Any, cast
 
-from sqlalchemy import Table, insert
+from sqlalchemy import Table, insert, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from esafety import metrics
@@ -28,6 +31,7 @@ from esafety.incidents.ingest import ingest
 from esafety.incidents.model import IncidentReport
 from esafety.policy.schema import Policy
 from esafety.store.db import sessions
+from esafety.store.journal import Journal
 from esafety.store.models import AccessLog, Incident
 
 log = logging.getLogger("esafety.writer")
@@ -50,32 +54,39 @@ class BatchWriter:
         self.interval = interval
         self.batch = batch
         self.on_incidents = on_incidents
-        self._access: deque[dict[str, Any]] = deque()
-        self._incidents: deque[IncidentReport] = deque()
+        # Each queued item carries its journal line's length, to move the checkpoint once stored.
+        self._access: deque[tuple[dict[str, Any], int]] = deque()
+        self._incidents: deque[tuple[IncidentReport, int]] = deque()
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._idle = threading.Event()
         self._thread: threading.Thread | None = None
-        self._jsonl: TextIO | None = None
         spool_dir.mkdir(parents=True, exist_ok=True)
+        self._access_journal = Journal(access_log_path) if access_log_path else None
+        self._incident_journal = Journal(spool_dir / "incidents.journal")
         self._spool_access = spool_dir / "access.jsonl"
         self._spool_incidents = spool_dir / "incidents.jsonl"
 
     # -- producer side (event loop): appends only ----------------------------------------------------
 
     def log_access(self, row: dict[str, Any]) -> None:
-        self._access.append(row)
+        size = 0
+        if self._access_journal is not None:
+            line = (_JSON(row) + "\n").encode()
+            self._access_journal.append(line)
+            size = len(line)
+        self._access.append((row, size))
 
     def raise_incident(self, report: IncidentReport) -> None:
-        self._incidents.append(report)
+        line = (_JSON(report.to_json()) + "\n").encode()
+        self._incident_journal.append(line)
+        self._incidents.append((report, len(line)))
         self._wake.set()  # incidents should reach the DSL's queue without waiting for a full batch
 
     # -- consumer thread -------------------------------------------------------------------------------
 
     def start(self) -> None:
-        if self.access_log_path:
-            self.access_log_path.parent.mkdir(parents=True, exist_ok=True)
-            self._jsonl = open(self.access_log_path, "a", encoding="utf-8")  # noqa: SIM115 - kept open
+        self._recover()
         self._thread = threading.Thread(target=self._run, name="batch-writer", daemon=True)
         self._thread.start()
 
@@ -85,8 +96,10 @@ class BatchWriter:
         if self._thread:
             self._thread.join(timeout=10)
         self._drain()
-        if self._jsonl:
-            self._jsonl.close()
+        for journal in (self._access_journal, self._incident_journal):
+            if journal is not None:
+                journal.close()
+        self._incident_journal.truncate_if_settled()
 
     def flush(self, timeout: float = 10.0) -> None:
         """Wait until everything handed in so far has been written (tests, shutdown)."""
@@ -124,17 +137,19 @@ class BatchWriter:
         left_access = len(self._access) if cycle else 1 << 62
         left_incidents = len(self._incidents) if cycle else 1 << 62
         while (self._access and left_access > 0) or (self._incidents and left_incidents > 0):
-            rows = self._take(self._access, left_access)
-            reports = self._take(self._incidents, left_incidents)
-            left_access -= len(rows)
-            left_incidents -= len(reports)
-            if rows and self._jsonl:
-                self._jsonl.write("".join(_JSON(r) + "\n" for r in rows))
-                self._jsonl.flush()
+            access = self._take(self._access, left_access)
+            incidents = self._take(self._incidents, left_incidents)
+            left_access -= len(access)
+            left_incidents -= len(incidents)
+            rows = [row for row, _ in access]
+            reports = [rep for rep, _ in incidents]
             if rows and not self._write_access(rows):
                 self._spool(self._spool_access, rows)
             if reports and not self._write_incidents(reports):
                 self._spool(self._spool_incidents, [r.to_json() for r in reports])
+            if self._access_journal is not None:
+                self._access_journal.settle(sum(n for _, n in access))
+            self._incident_journal.settle(sum(n for _, n in incidents))
         metrics.SPOOL_DEPTH.set(self._spooled_lines())
 
     def _write_access(self, rows: list[dict[str, Any]]) -> bool:
@@ -163,6 +178,47 @@ class BatchWriter:
             except Exception:
                 log.exception("incident callback failed")
         return True
+
+    # -- after a crash ---------------------------------------------------------------------------------
+
+    def _recover(self) -> None:
+        """Store what a killed predecessor journaled but never stored, then open the journals."""
+        if self._access_journal is not None:
+            lines = self._access_journal.recover()
+            self._access_journal.open()
+            if lines:
+                rows = self._unstored([self._parse_access(line) for line in lines])
+                if rows and not self._write_access(rows):
+                    self._spool(self._spool_access, rows)
+                self._access_journal.settle(sum(map(len, lines)))
+                log.info("recovered access-log rows a stopped process had not stored",
+                         extra={"fields": {"journaled": len(lines), "stored_now": len(rows)}})
+        lines = self._incident_journal.recover()
+        self._incident_journal.open()
+        if lines:
+            docs = [json.loads(line) for line in lines]
+            if not self._write_incidents([IncidentReport.from_json(d) for d in docs]):  # keys: no doubles
+                self._spool(self._spool_incidents, docs)
+            self._incident_journal.settle(sum(map(len, lines)))
+            log.info("recovered incidents a stopped process had not stored", extra={"fields": {"count": len(lines)}})
+        self._incident_journal.truncate_if_settled()
+
+    @staticmethod
+    def _parse_access(line: bytes) -> dict[str, Any]:
+        row: dict[str, Any] = json.loads(line)
+        row["ts"] = datetime.fromisoformat(row["ts"])
+        return row
+
+    def _unstored(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Rows whose request reference is not in the store yet (it may have died after committing)."""
+        try:
+            with sessions(self.database_url)() as s:
+                since = min(r["ts"] for r in rows)
+                refs = {r["ref"] for r in rows}
+                stored = set(s.scalars(select(AccessLog.ref).where(AccessLog.ts >= since, AccessLog.ref.in_(refs))))
+        except SQLAlchemyError:
+            return rows  # the store is down: spool them all; a later replay cannot double what it never had
+        return [r for r in rows if r["ref"] not in stored]
 
     # -- spool ----------------------------------------------------------------------------------------
 
