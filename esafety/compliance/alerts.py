@@ -92,7 +92,5 @@ def store(session: Session, reports: list[IncidentReport], policy: Policy | None
         session.add(IncidentLink(a_id=a, b_id=b, created_by=SYSTEM))
     if any(r.category == TAMPER for r in reports):
         metrics.DEVICE_TAMPER.inc()
-    for inc in created:
-        metrics.INCIDENTS_RAISED.labels(source="agent", queue=inc.queue, level=str(inc.level)).inc()
     session.flush()
     return created

@@ -16,6 +16,7 @@ from typing import cast
 from sqlalchemy import Table, insert, select, union_all
 from sqlalchemy.orm import Session, make_transient_to_detached
 
+from esafety import metrics
 from esafety.incidents.model import IncidentReport
 from esafety.incidents.routing import route
 from esafety.incidents.tables import IncidentKey
@@ -129,4 +130,8 @@ def ingest(session: Session, reports: Iterable[IncidentReport], policy: Policy |
     if merged:
         session.execute(insert(IncidentKey), [{"key": key, "incident_id": inc.id} for key, inc in merged])
     session.flush()  # the merged bursts' new counts
+    # Counted here, where every source's incidents are made (proxy, sensor, agents, API, scans); a
+    # transaction that then fails to commit is counted anyway: rare, and the spool retries it.
+    for inc in created:
+        metrics.INCIDENTS_RAISED.labels(source=inc.source, queue=inc.queue, level=str(inc.level)).inc()
     return created

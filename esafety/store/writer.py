@@ -170,8 +170,6 @@ class BatchWriter:
         except SQLAlchemyError as exc:
             log.warning("incident write failed; spooling", extra={"fields": {"error": str(exc)[:200]}})
             return False
-        for inc in created:
-            metrics.INCIDENTS_RAISED.labels(source=inc.source, queue=inc.queue, level=str(inc.level)).inc()
         if created and self.on_incidents:
             try:
                 self.on_incidents(created)

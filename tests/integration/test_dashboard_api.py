@@ -30,13 +30,22 @@ def api(database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caps
     return client
 
 
+def raised_total() -> float:
+    from prometheus_client import REGISTRY
+
+    return REGISTRY.get_sample_value("esafety_incidents_raised_total",
+                                     {"source": "sensor", "queue": "it_services", "level": "2"}) or 0.0
+
+
 def test_a_sensor_raises_an_incident_into_the_queue(api: TestClient, database_url: str) -> None:
+    before = raised_total()
     r = api.post("/api/incidents", json=GOOD, headers={"Idempotency-Key": "sensor-0001"})
     assert r.status_code == 201, r.text
     body = r.json()
     assert body["queue"] == "it_services" and body["state"] == "new" and body["created"] is True
     again = api.post("/api/incidents", json=GOOD, headers={"Idempotency-Key": "sensor-0001"})
     assert again.status_code == 200 and again.json()["id"] == body["id"] and again.json()["created"] is False
+    assert raised_total() == before + 1  # counted once, like the proxy's and the agents' incidents
     with sessions(database_url)() as s:
         assert s.scalar(select(func.count()).select_from(Incident)) == 1
         inc = s.get(Incident, body["id"])
