@@ -21,6 +21,24 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def free_ports(n: int) -> int:
+    """A port p with p..p+n-1 all free (proxy workers' listen and metrics ports are consecutive)."""
+    for _ in range(200):
+        base = free_port()
+        socks: list[socket.socket] = []
+        try:
+            for i in range(n):
+                socks.append(socket.socket())
+                socks[-1].bind(("127.0.0.1", base + i))
+            return base
+        except OSError:
+            continue
+        finally:
+            for t in socks:
+                t.close()
+    raise RuntimeError("no run of free ports")
+
+
 def shared_data(rel: str) -> Path:
     """A path under ../shared/data, or skip (saying why) when the shared data is absent."""
     p = SHARED_DATA / rel

@@ -215,10 +215,12 @@ def check(proxy_port: int, url: str) -> None:
         raise RuntimeError(f"proxy on {proxy_port} answered {resp.status} with {len(body)} bytes, not the page")
 
 
-def wrk(wrk_bin: str, proxy_port: int, url: str, host: str, connections: int, seconds: float) -> dict[str, float]:
+def wrk(wrk_bin: str, proxy_port: int, url: str, host: str, connections: int, seconds: float,
+        extra_env: dict[str, str] | None = None) -> dict[str, float]:
+    WORK.mkdir(parents=True, exist_ok=True)
     script = WORK / "absolute-form.lua"
     script.write_text(LUA)
-    env = {**os.environ, "BENCH_URL": url, "BENCH_HOST": host}
+    env = {**os.environ, "BENCH_URL": url, "BENCH_HOST": host, **(extra_env or {})}
     out = subprocess.run([wrk_bin, "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--timeout", "10s",
                           "-s", str(script), f"http://127.0.0.1:{proxy_port}"],
                          capture_output=True, text=True, env=env, timeout=seconds + 60)

@@ -23,8 +23,10 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from tests.bench.bench_proxy import LUA, PAGE_SIZE, POLICY, start_nginx
+from tests.bench import bench_proxy
+from tests.bench.bench_proxy import PAGE_SIZE, POLICY, start_nginx
 from tests.bench.common import BENCH_DIR, Row, alternate, processes, row, say, spawn, tail, wait_port, which
+from tests.conftest import free_ports
 
 NAME = "proxy_scaling"
 WORK = BENCH_DIR / "proxy-scaling"
@@ -93,35 +95,14 @@ def start_esafety(procs: list[subprocess.Popen], workers: int) -> dict[str, Any]
     home.mkdir(parents=True)
     db = f"sqlite:///{home / 'esafety.db'}"
     upgrade(db)
-    port, metrics = free_port(), _free_run(workers)
+    port, metrics = free_port(), free_ports(workers)
     env = {**os.environ, "ESAFETY_HOME": str(home), "ESAFETY_DATABASE_URL": db, "ESAFETY_POLICY": str(POLICY),
            "ESAFETY_DASHBOARD_URL": "http://dashboard.bench", "ESAFETY_PROXY_PORT": str(port),
-           "ESAFETY_PROXY_WORKER_PORT": str(_free_run(workers)), "ESAFETY_PROXY_METRICS_PORT": str(metrics)}
+           "ESAFETY_PROXY_WORKER_PORT": str(free_ports(workers)), "ESAFETY_PROXY_METRICS_PORT": str(metrics)}
     esafety = str(Path(sys.executable).with_name("esafety"))
     p = spawn(procs, [esafety, "proxy", "--workers", str(workers)], d / "esafety.log", env=env, cwd=d)
     wait_port(port, p, timeout=120, what=f"esafety proxy --workers {workers}")
     return {"port": port, "metrics": [metrics + i for i in range(workers)], "log": d / "esafety.log"}
-
-
-def _free_run(n: int) -> int:
-    import socket
-
-    for _ in range(200):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            base = int(s.getsockname()[1])
-        socks: list[socket.socket] = []
-        try:
-            for i in range(n):
-                socks.append(socket.socket())
-                socks[-1].bind(("127.0.0.1", base + i))
-            return base
-        except OSError:
-            continue
-        finally:
-            for t in socks:
-                t.close()
-    raise RuntimeError("no run of free ports")
 
 
 def _requests_total(metrics_port: int) -> float:
@@ -159,23 +140,9 @@ def balanced_sources(proxy: dict[str, Any], url: str, per_worker: int) -> list[s
 
 
 def wrk(wrk_bin: str, shim: Path, sources: list[str], port: int, url: str, seconds: float) -> dict[str, float]:
-    import json
-
-    script = WORK / "absolute-form.lua"
-    script.write_text(LUA)
-    env = {**os.environ, "BENCH_URL": url, "BENCH_HOST": url.split("/")[2], "LD_PRELOAD": str(shim),
-           "BENCH_SOURCES": ",".join(sources)}
-    out = subprocess.run([wrk_bin, "-t1", f"-c{CONNECTIONS}", f"-d{max(1, round(seconds))}s", "--timeout", "10s",
-                          "-s", str(script), f"http://127.0.0.1:{port}"],
-                         capture_output=True, text=True, env=env, timeout=seconds + 60)
-    line = next((ln for ln in out.stdout.splitlines() if ln.startswith("BENCH ")), None)
-    if line is None:
-        raise RuntimeError(f"wrk gave no result (exit {out.returncode}): {out.stdout[-500:]} {out.stderr[-500:]}")
-    r = json.loads(line[6:])
-    errors = r["connect"] + r["read"] + r["write"] + r["status"] + r["timeout"]
-    if errors > max(2, r["requests"] // 1000):
-        raise RuntimeError(f"{errors} errors of {r['requests']} requests through port {port}: {r}")
-    return {"rps": r["requests"] / (r["duration_us"] / 1e6), "p99_ms": r["p99_us"] / 1000}
+    """bench_proxy's wrk run, each connection bound to one of `sources` by the LD_PRELOAD shim."""
+    return bench_proxy.wrk(wrk_bin, port, url, url.split("/")[2], CONNECTIONS, seconds,
+                           {"LD_PRELOAD": str(shim), "BENCH_SOURCES": ",".join(sources)})
 
 
 def run(quick: bool) -> dict[str, Any]:

@@ -11,11 +11,13 @@ makes the device stale, and browsing on regardless raises the tamper pair (IT an
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -34,7 +36,16 @@ from tests.support.proxy import start_proxy
 from tests.support.wifi import add_pupil
 
 ESAFETY = str(Path(sys.executable).with_name("esafety"))
-pytestmark = pytest.mark.xdist_group("agent_e2e")  # the checks see every process on the machine
+pytestmark = pytest.mark.xdist_group("agent_e2e")
+
+
+@pytest.fixture(autouse=True)
+def alone_on_this_machine() -> Iterator[None]:
+    """The checks see every process on the machine: one run at a time, whatever xdist does with
+    groups (pytest 9 with xdist 3.8 does not keep a group on one worker)."""
+    with open(Path(tempfile.gettempdir()) / "esafety-agent-e2e.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
 
 
 def wait_for(what: str, check: Callable[[], object], timeout: float = 45.0, proc: subprocess.Popen | None = None,

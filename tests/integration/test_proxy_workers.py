@@ -18,7 +18,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -31,36 +30,13 @@ from sqlalchemy import func, select
 
 from esafety.store.db import sessions, upgrade
 from esafety.store.models import AccessLog
-from tests.conftest import ROOT
+from tests.conftest import ROOT, free_ports
 from tests.support import origin as origin_mod
 from tests.support.proxy import REDIRECT
 
 pytestmark = pytest.mark.xdist_group("proxy-workers")
 
 URL = "http://www.example.org/science"
-
-
-def _free_run(n: int) -> int:
-    """A port p with p..p+n-1 all free (worker listen ports and metrics ports are consecutive)."""
-    for _ in range(200):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            base = s.getsockname()[1]
-        if base + n >= 65536:
-            continue
-        try:
-            socks = []
-            for i in range(n):
-                t = socket.socket()
-                socks.append(t)
-                t.bind(("127.0.0.1", base + i))
-            return base
-        except OSError:
-            continue
-        finally:
-            for t in socks:
-                t.close()
-    raise RuntimeError("no run of free ports")
 
 
 def _requests_total(metrics_port: int) -> float | None:
@@ -126,7 +102,7 @@ def test_two_workers_behind_haproxy_survive_a_killed_worker(tmp_path: Path) -> N
     shutil.copytree(ROOT / "policies" / "lists", tmp_path / "lists")
     shutil.copy(ROOT / "policies" / "aup.yaml", tmp_path / "aup.yaml")
     origin, _servers = origin_mod.start(tmp_path)
-    proxy_port, worker_base, metrics_base = _free_run(1), _free_run(2), _free_run(2)
+    proxy_port, worker_base, metrics_base = free_ports(1), free_ports(2), free_ports(2)
     env = {**os.environ, "ESAFETY_HOME": str(home), "ESAFETY_DATABASE_URL": db,
            "ESAFETY_POLICY": str(tmp_path / "aup.yaml"), "ESAFETY_DASHBOARD_URL": "http://dashboard.test",
            "ESAFETY_PROXY_PORT": str(proxy_port), "ESAFETY_PROXY_WORKER_PORT": str(worker_base),
