@@ -57,7 +57,7 @@ def _idle_cpu(seconds: float) -> float:
         proc = subprocess.Popen([ESAFETY, "agent", "run", "--state", str(state)], stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL)
         try:
-            time.sleep(4)  # start-up and the first (snapshot) check run are not "between runs"
+            time.sleep(3.5)  # start-up and the first (snapshot) check run are not "between runs"
             before = _cpu(proc.pid)
             time.sleep(seconds)
             return (_cpu(proc.pid) - before) / seconds
@@ -73,12 +73,12 @@ def _cpu(pid: int) -> float:
 
 def run(quick: bool) -> dict[str, Any]:
     rounds = 3 if quick else 10
-    colds = [_cold() for _ in range(2 if quick else 3)]
+    colds = [_cold() for _ in range(1 if quick else 3)]
     out = subprocess.run([sys.executable, "-c", WARM.replace("ROUNDS", str(rounds))], capture_output=True, text=True,
                          check=True)
     warm = json.loads(out.stdout.strip().splitlines()[-1])
     warm_s = statistics.median(warm["times"])
-    idle = _idle_cpu(10 if quick else 30)
+    idle = _idle_cpu(4 if quick else 30)
     rows = [
         row("agent", "full check run (warm, median)", warm_s, "s", goal=("<", 1.0), better="lower"),
         row("agent", "full check run (cold process)", statistics.median(colds), "s", better="lower",
