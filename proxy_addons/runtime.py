@@ -45,8 +45,8 @@ class Runtime:
         loader.add_option("esafety_database_url", str, s.database_url, "SQLAlchemy URL of the store.")
         loader.add_option("esafety_metrics_port", int, s.proxy_metrics_port, "Prometheus metrics port (0: off).")
         loader.add_option("esafety_worker", str, "",
-                          "Worker name under `esafety run --workers N`: its own spool folder, so workers never "
-                          "replay or remove each other's spooled rows.")
+                          "Worker name under `esafety run --workers N`: its own spool folder and access log "
+                          "(log/access-<name>.jsonl), so no two processes share a journal or a spool.")
         loader.add_option("esafety_intercept", bool, True,
                           "Decrypt TLS to inspect it; off: decide on the SNI alone for every host.")
         loader.add_option("esafety_reload_ms", int, 1000, "Milliseconds between checks for policy changes.")

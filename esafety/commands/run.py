@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import subprocess
@@ -127,47 +128,39 @@ def cmd_run(args: argparse.Namespace) -> int:
     sup = _supervisor(settings, args.workers)
     first_start(settings)
     procs = [subprocess.Popen([sys.executable, "-m", "esafety.cli", "dashboard"])]
-    if sup is not None:
-        return _run_with_workers(settings, sup, procs)
-    procs.insert(0, subprocess.Popen(mitmdump_command(settings)))
-    print(f"Proxy:     {settings.proxy_host}:{settings.proxy_port}  (metrics on :{settings.proxy_metrics_port})")
+    if sup is None:
+        procs.insert(0, subprocess.Popen(mitmdump_command(settings)))
+        print(f"Proxy:     {settings.proxy_host}:{settings.proxy_port}  (metrics on :{settings.proxy_metrics_port})")
     print(f"Dashboard: {settings.dashboard_url}  (PAC file: {settings.dashboard_url}/proxy.pac)")
     print(f"Policy:    {settings.policy_path}   Store: {settings.database_url.split('@')[-1]}", flush=True)
+    code = 0
+    if sup is not None:
+        from esafety.workers import serve
 
-    def stop(*_: object) -> None:
-        for p in procs:
-            if p.poll() is None:
-                p.terminate()
+        code = serve(sup, also=procs)  # prints the proxy's addresses, supervises until a signal
+    else:
+        signal.signal(signal.SIGTERM, lambda *_: _terminate(procs))
+        with contextlib.suppress(KeyboardInterrupt):
+            while all(p.poll() is None for p in procs):
+                time.sleep(0.5)
+    return code or _stop(procs)
 
-    signal.signal(signal.SIGTERM, stop)
-    try:
-        while all(p.poll() is None for p in procs):
-            time.sleep(0.5)
-    except KeyboardInterrupt:
-        pass
-    stop()
+
+def _terminate(procs: list[subprocess.Popen]) -> None:
+    for p in procs:
+        if p.poll() is None:
+            p.terminate()
+
+
+def _stop(procs: list[subprocess.Popen]) -> int:
+    """Stop every child; the first exit code that is not a clean stop, else 0."""
+    _terminate(procs)
     for p in procs:
         try:
             p.wait(timeout=10)
         except subprocess.TimeoutExpired:
             p.kill()
     return next((p.returncode for p in procs if p.returncode not in (0, None, -signal.SIGTERM)), 0)
-
-
-def _run_with_workers(settings: Settings, sup, procs: list[subprocess.Popen]) -> int:  # type: ignore[no-untyped-def]
-    from esafety.workers import serve
-
-    print(f"Dashboard: {settings.dashboard_url}  (PAC file: {settings.dashboard_url}/proxy.pac)")
-    print(f"Policy:    {settings.policy_path}   Store: {settings.database_url.split('@')[-1]}", flush=True)
-    code = serve(sup, also=procs)
-    for p in procs:
-        if p.poll() is None:
-            p.terminate()
-        try:
-            p.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            p.kill()
-    return code or next((p.returncode for p in procs if p.returncode not in (0, None, -signal.SIGTERM)), 0)
 
 
 __all__ = ["register", "os"]

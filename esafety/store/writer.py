@@ -185,7 +185,7 @@ class BatchWriter:
             lines = self._access_journal.recover()
             self._access_journal.open()
             if lines:
-                rows = self._unstored([self._parse_access(line) for line in lines])
+                rows = self._unstored([_access_row(json.loads(line)) for line in lines])
                 if rows and not self._write_access(rows):
                     self._spool(self._spool_access, rows)
                 self._access_journal.settle(sum(map(len, lines)))
@@ -200,12 +200,6 @@ class BatchWriter:
             self._incident_journal.settle(sum(map(len, lines)))
             log.info("recovered incidents a stopped process had not stored", extra={"fields": {"count": len(lines)}})
         self._incident_journal.truncate_if_settled()
-
-    @staticmethod
-    def _parse_access(line: bytes) -> dict[str, Any]:
-        row: dict[str, Any] = json.loads(line)
-        row["ts"] = datetime.fromisoformat(row["ts"])
-        return row
 
     def _unstored(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Rows whose request reference is not in the store yet (it may have died after committing)."""
@@ -249,9 +243,13 @@ class BatchWriter:
                 return  # still down; keep order by not writing newer rows ahead of the spool
 
     def _replay_access(self, docs: list[dict[str, Any]]) -> bool:
-        for d in docs:
-            d["ts"] = datetime.fromisoformat(d["ts"])
-        return self._write_access(docs)
+        return self._write_access([_access_row(d) for d in docs])
 
     def _replay_incidents(self, docs: list[dict[str, Any]]) -> bool:
         return self._write_incidents([IncidentReport.from_json(d) for d in docs])
+
+
+def _access_row(doc: dict[str, Any]) -> dict[str, Any]:
+    """An access-log row read back from JSON (journal or spool): its time as a datetime again."""
+    doc["ts"] = datetime.fromisoformat(doc["ts"])
+    return doc
