@@ -30,7 +30,9 @@ FAIL_CLOSED = Counter("esafety_proxy_errors_total", "Errors while deciding or ac
 CONTENT_SCANNED_BYTES = Counter("esafety_content_scanned_bytes_total", "Bytes of page text scanned for phrases")
 DOWNLOADS_BLOCKED = Counter("esafety_downloads_blocked_total", "Downloads blocked", ["reason"])
 BAD_REQUESTS = Counter("esafety_proxy_bad_requests_total", "Requests refused as malformed or hostile", ["reason"])
-SPOOL_DEPTH = Gauge("esafety_spool_rows", "Rows waiting in the on-disk spool for the store to return")
+SPOOL_DEPTH = Gauge("esafety_spool_rows", "Incidents waiting in the on-disk spool for the store to return")
+ACCESS_LOG_BACKLOG = Gauge("esafety_access_log_backlog_bytes",
+                           "Bytes of the access log not yet in the store (the shipper is behind, or the store is down)")
 INCIDENTS_RAISED = Counter("esafety_incidents_raised_total", "Incidents created", ["source", "queue", "level"])
 
 # -- incidents -----------------------------------------------------------------------------------------

@@ -183,7 +183,7 @@ backend esafety_workers
     def stop(self) -> None:
         with self._lock:
             self._stopping = True
-        # No new connections first, then let every worker drain its access-log queue.
+        # No new connections first, then let every worker store what its access log holds.
         for c in (self.lb, *self.workers):
             if c.alive():
                 c.proc.terminate()  # type: ignore[union-attr]

@@ -1,18 +1,34 @@
-"""The access log: one row per request (and per refused CONNECT), handed to the batch writer.
+"""The access log: one JSON line per request (and per refused CONNECT), appended as it is logged.
 
-No I/O here: the writer thread writes JSON lines and the store.
+One write(2) per line, before the response leaves: a proxy killed at any moment has logged every
+response it sent. The access-log shipper (a child process) stores the lines in the database.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from datetime import UTC, datetime
 
+import orjson
 from mitmproxy import http
 
 from esafety import metrics
 from proxy_addons.flowstate import FlowState, state
 from proxy_addons.runtime import Runtime
+
+
+def _text(value: str) -> str:
+    """mitmproxy decodes invalid UTF-8 in a path to lone surrogates, which no JSON encoder or
+    database takes: keep those bytes visible as \\xNN."""
+    return value if value.isascii() else value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def encode(row: dict) -> bytes:
+    try:
+        return orjson.dumps(row, option=orjson.OPT_APPEND_NEWLINE)
+    except TypeError:  # a value orjson refuses (a surrogate that slipped through): never lose the line
+        return (json.dumps(row, default=str) + "\n").encode()
 
 
 class AccessLog:
@@ -27,7 +43,7 @@ class AccessLog:
             "ts": datetime.now(UTC), "ref": st.ref, "username": st.who.user, "policy_group": st.who.group,
             "device": st.who.device, "client_ip": flow.client_conn.peername[0] if flow.client_conn.peername else "",
             "method": method[:16], "scheme": r.scheme[:8], "host": (st.host or r.pretty_host)[:255],
-            "path": r.path[:4000] if method != "CONNECT" else "", "status": status, "bytes": size,
+            "path": _text(r.path[:4000]) if method != "CONNECT" else "", "status": status, "bytes": size,
             "action": d.action.value if d else ("block" if st.blocked_by else "allow"),
             "category": (d.category if d else st.blocked_by or "uncategorised")[:64],
             "rule": (d.rule if d else st.blocked_by)[:120],
@@ -35,9 +51,9 @@ class AccessLog:
 
     def _log(self, flow: http.HTTPFlow, status: int, size: int) -> None:
         st = state(flow)
-        if st is None or self.rt.writer is None:
+        if st is None or self.rt.access_log is None:
             return
-        self.rt.writer.log_access(self._row(flow, st, status, size))
+        self.rt.access_log.append(encode(self._row(flow, st, status, size)))
         metrics.REQUEST_SECONDS.observe(time.perf_counter() - st.started)
         metrics.ADDON_SECONDS.observe(st.addon_seconds)
 

@@ -7,12 +7,16 @@ If deciding raises, the group's on_error applies: pupils get the block page (fai
 
 from __future__ import annotations
 
+import dataclasses
+import ipaddress
 import logging
 import time
 from urllib.parse import parse_qsl, urlencode
 
 from mitmproxy import connection, http, tls
 from mitmproxy import ctx as mctx
+from mitmproxy.net.http import url
+from mitmproxy.proxy.mode_specs import RegularMode, Socks5Mode, UpstreamMode
 from prometheus_client import Counter
 
 from esafety import metrics
@@ -27,7 +31,8 @@ from proxy_addons.runtime import Runtime
 log = logging.getLogger("esafety.proxy")
 
 _WARNED_PARAM = "esafety-continue"
-_READ = (b"proxy-authorization", b"content-type", b"accept")  # the request headers deciding reads
+_READ = (b"proxy-authorization", b"content-type", b"accept", b"host")  # the request headers deciding reads
+_STRICTER = {Action.ALLOW: 0, Action.REWRITE: 1, Action.FLAG: 2, Action.WARN: 3, Action.BLOCK: 4}
 
 
 def _read_headers(headers: http.Headers) -> dict[bytes, str]:
@@ -42,6 +47,36 @@ def _read_headers(headers: http.Headers) -> dict[bytes, str]:
         if key in _READ:
             found.setdefault(key, []).append(value.decode("utf-8", "surrogateescape"))
     return {k: ", ".join(v) for k, v in found.items()}
+
+
+def _hosts(flow: http.HTTPFlow, host_header: str | None) -> tuple[str, ...]:
+    """The hosts a request's fate depends on, the one to report first: where mitmproxy connects
+    (`request.host`) and the host the Host header names to the origin, if another.
+
+    An explicit proxy's HTTP/1 absolute-form request (`GET http://a/ ...` with `Host: b`) goes to
+    `a`: its Host header is replaced with `a`, as RFC 9112 3.2.2 asks of a proxy (deciding on `b`
+    let a pupil reach any blocked site by naming an allowed one). Otherwise (in a tunnel: domain
+    fronting) both are decided on and the stricter decision wins, except when transparent
+    interception gives only the address the client dialled: then the Host header is all there is.
+    """
+    r = flow.request
+    target = r.host
+    if not host_header or host_header == target:
+        return (target,)
+    named = url.parse_authority(host_header, check=False)[0]
+    if named == target:
+        return (target,)
+    explicit = isinstance(flow.client_conn.proxy_mode, (RegularMode, UpstreamMode, Socks5Mode))
+    if explicit and not flow.client_conn.tls_established and not (r.is_http2 or r.is_http3):
+        r.host_header = url.hostport(r.scheme, target, r.port)  # absolute-form (not in a TLS tunnel)
+        return (target,)
+    if not explicit:
+        try:
+            ipaddress.ip_address(target)
+            return (named,)
+        except ValueError:
+            pass
+    return (named, target)
 
 
 class _Metrics:
@@ -152,19 +187,25 @@ class Filtering:
         r = flow.request
         if headers is None:
             headers = _read_headers(r.headers)
+        hosts: tuple[str, ...]
         if sni_only:
-            host, path, query = r.host, "/", ""
+            hosts, path, query = (r.host,), "/", ""
         else:
-            host = st.host = r.pretty_host  # kept for the access log: parsing the Host header costs ~4 us
+            hosts = _hosts(flow, headers.get(b"host"))
             path, _, query = r.path.partition("?")
         req = Request(
-            method=r.method, scheme=r.scheme, host=host, port=r.port, path=path, query=query,
+            method=r.method, scheme=r.scheme, host=hosts[0], port=r.port, path=path, query=query,
             content_type=headers.get(b"content-type", ""), accept=headers.get(b"accept", ""),
             client_ip=flow.client_conn.peername[0] if flow.client_conn.peername else "",
         )
         t0 = time.perf_counter()
         try:
             d = engine.decide(req, st.who)
+            st.host = hosts[0]
+            for other in hosts[1:]:  # the stricter decision wins
+                alt = engine.decide(dataclasses.replace(req, host=other), st.who)
+                if _STRICTER[alt.action] > _STRICTER[d.action]:
+                    d, st.host = alt, other
         except Exception:
             group = engine.policy.groups.get(st.who.group) or engine.policy.groups[engine.policy.default_group]
             fail_open = group.on_error is Action.ALLOW

@@ -23,7 +23,7 @@ class FlowState:
     addon_seconds: float = 0.0
     blocked_by: str = ""  # "" | policy | download | phrases | error | port
     pending_block: str = ""  # a download refused on its headers, answered once its body is in
-    host: str = ""  # the request's pretty_host as decided on ("" for CONNECT), reused by the access log
+    host: str = ""  # the host the decision was made on, reused by the access log
 
 
 def state(flow: http.HTTPFlow) -> FlowState | None:

@@ -1,6 +1,7 @@
-"""The esafety runtime inside mitmdump: options, the compiled policy, identity, writer, metrics.
+"""The esafety runtime inside mitmdump: options, the compiled policy, identity, logs, metrics.
 
-Other add-ons hold a reference to this one and read `engine`, `identity` and `writer`. A reload
+Other add-ons hold a reference to this one and read `engine`, `identity`, `access_log` (appended
+here, stored by the access-log shipper, a child process) and `writer` (incidents). A reload
 (policy file change, imported list change, or SIGHUP) compiles a new engine off the event loop and
 swaps one reference: requests see the old policy or the new one, never half of each. A broken
 file is rejected with its file:line errors and the running policy stays.
@@ -23,6 +24,8 @@ from esafety.config import load_settings
 from esafety.identity import IdentityResolver
 from esafety.policy.engine import Engine, EngineError
 from esafety.policy.loader import PolicyInvalid, load_policy
+from esafety.store.journal import AppendLog
+from esafety.store.shipper import ShipperProcess
 from esafety.store.writer import BatchWriter
 
 log = logging.getLogger("esafety.proxy")
@@ -33,6 +36,8 @@ class Runtime:
         self.engine: Engine | None = None
         self.identity: IdentityResolver | None = None
         self.writer: BatchWriter | None = None
+        self.access_log: AppendLog | None = None
+        self._shipper: ShipperProcess | None = None
         self._stop = threading.Event()
         self._reload_lock = threading.Lock()
         self._watch_sig = ""
@@ -130,11 +135,15 @@ class Runtime:
         self.identity.start()
         worker = ctx.options.esafety_worker
         spool = self.home / "spool" / worker if worker else self.home / "spool"
-        # One journal per process: the access log's stored-up-to checkpoint counts this worker's bytes only.
-        access_log = self.home / "log" / (f"access-{worker}.jsonl" if worker else "access.jsonl")
-        self.writer = BatchWriter(url, spool, access_log,
-                                  policy=lambda: self.engine.policy if self.engine else None)
+        self.writer = BatchWriter(url, spool, policy=lambda: self.engine.policy if self.engine else None)
         self.writer.start()
+        # One access log per process: its checkpoint counts this process's lines only.
+        path = self.home / "log" / (f"access-{worker}.jsonl" if worker else "access.jsonl")
+        self.access_log = AppendLog(path)
+        self.access_log.open()
+        self._shipper = ShipperProcess(path, url)
+        self._shipper.start()
+        metrics.ACCESS_LOG_BACKLOG.set_function(self._shipper.backlog_bytes)
         if ctx.options.esafety_metrics_port:
             from prometheus_client import start_http_server
 
@@ -153,6 +162,10 @@ class Runtime:
             self.identity.stop()
         if self.writer:
             self.writer.stop()
+        if self.access_log:
+            self.access_log.close()
+        if self._shipper:
+            self._shipper.stop()  # after it has stored every line written
 
 
 def _settle_gc() -> None:

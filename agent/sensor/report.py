@@ -93,7 +93,7 @@ class IncidentSink:
         if live:
             self.identity.start()
         policy = self.policy
-        self.writer = BatchWriter(database_url, spool_dir, None, lambda: policy)
+        self.writer = BatchWriter(database_url, spool_dir, lambda: policy)
         self.writer.start()
         self.raised = 0
 

@@ -46,7 +46,7 @@ def bench_batch(url: str, tmp: Path, n: int) -> float:
     from tests.support.dsl import POLICY_PATH
 
     policy = load_policy(POLICY_PATH)
-    writer = BatchWriter(url, tmp / f"spool-{abs(hash(url))}", None, lambda: policy, interval=0.05,
+    writer = BatchWriter(url, tmp / f"spool-{abs(hash(url))}", lambda: policy, interval=0.05,
                          on_incidents=make_on_incidents(url, lambda: policy, "http://dash.test"))
     now = datetime.now(UTC)
     reports = [IncidentReport(source="proxy", category=c, level=lvl, summary="bench", subject=f"bench{i}",

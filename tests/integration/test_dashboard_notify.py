@@ -65,7 +65,7 @@ def test_level_5_email_arrives_at_once_without_content(database_url: str, tmp_pa
     port = free_port()
     app = create_app(settings_for(database_url, tmp_path, smtp_port=ctl.port, dashboard_url=f"http://127.0.0.1:{port}"))
     policy = load_policy(POLICY_PATH)
-    writer = BatchWriter(database_url, tmp_path / "spool", None, lambda: policy, interval=0.05)
+    writer = BatchWriter(database_url, tmp_path / "spool", lambda: policy, interval=0.05)
     writer.start()
     with live_server(app, port):
         writer.raise_incident(IncidentReport(source="proxy", category="terrorism", level=5, subject=PUPIL,

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import socket
+import ssl
 
 import pytest
 
@@ -135,3 +137,45 @@ def test_web_proxy_script_url_blocked_on_any_host(proxy):
         r = c.get("https://innocent-looking.example.net/browse.php?u=https%3A%2F%2Fwww.bet365.com%2F&b=4")
     assert r.status_code == 403
     assert "Web proxies and anonymisers" in r.text
+
+
+def _raw(proxy, request: bytes, tunnel_to: str | None = None) -> bytes:
+    """One request as the client writes it (a Host header of its choosing), straight or in a CONNECT tunnel."""
+    sock = socket.create_connection(("127.0.0.1", proxy.port), timeout=15)
+    try:
+        if tunnel_to:
+            sock.sendall(f"CONNECT {tunnel_to}:443 HTTP/1.1\r\nHost: {tunnel_to}:443\r\n\r\n".encode())
+            assert sock.recv(4096).startswith(b"HTTP/1.1 200")
+            sock = ssl.create_default_context(cafile=proxy.ca).wrap_socket(sock, server_hostname=tunnel_to)
+        sock.sendall(request)
+        data = b""
+        while b"\r\n\r\n" not in data or len(data) < int(re.search(rb"content-length: (\d+)", data, re.I)[1]
+                                                          if re.search(rb"content-length: (\d+)", data, re.I)
+                                                          else 0) + data.index(b"\r\n\r\n") + 4:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+        return data
+    finally:
+        sock.close()
+
+
+def test_a_spoofed_host_header_neither_reaches_a_blocked_site_nor_hides_one(proxy):
+    proxy.origin.route("/spoof", "<p>the page</p>")
+    # Absolute-form: the proxy connects where the request line says, whatever Host claims.
+    got = _raw(proxy, b"GET http://www.bet365.com/spoof HTTP/1.1\r\nHost: www.example.org\r\nConnection: close\r\n\r\n")
+    assert got.startswith(b"HTTP/1.1 403") and b"Gambling" in got
+    assert not proxy.origin.requests_to("www.bet365.com") and not [
+        s for s in proxy.origin.requests_to("www.example.org") if s.path == "/spoof"]
+    # ... and the origin is told the host that was decided on (RFC 9112 3.2.2), not the one claimed.
+    got = _raw(proxy, b"GET http://www.example.org/spoof HTTP/1.1\r\nHost: www.bet365.com\r\nConnection: close\r\n\r\n")
+    assert got.startswith(b"HTTP/1.1 200") and got.endswith(b"<p>the page</p>")
+    assert [s.path for s in proxy.origin.requests_to("www.example.org")] .count("/spoof") == 1
+    assert not proxy.origin.requests_to("www.bet365.com")
+    # In a tunnel (domain fronting): the tunnel's host and the Host header are both decided on.
+    got = _raw(proxy, b"GET /spoof HTTP/1.1\r\nHost: www.bet365.com\r\nConnection: close\r\n\r\n", "www.example.org")
+    assert got.startswith(b"HTTP/1.1 403") and b"Gambling" in got
+    assert [s.path for s in proxy.origin.requests_to("www.example.org")].count("/spoof") == 1
+    rows = wait_for(lambda: [a for a in access_rows(proxy, "www.bet365.com") if a.path == "/spoof"])
+    assert len(rows) == 2 and {a.action for a in rows} == {"block"}
