@@ -8,26 +8,29 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from esafety.loopmetrics import LoopCounter, LoopHistogram
+
 # -- proxy --------------------------------------------------------------------------------------------
-REQUESTS = Counter("esafety_proxy_requests_total", "Requests seen by the filtering proxy", ["scheme"])
-DECISIONS = Counter("esafety_proxy_decisions_total", "Policy decisions", ["action", "category"])
-DECISION_SECONDS = Histogram(
+# Updated on every request from the event loop: lock-free (esafety/loopmetrics.py).
+REQUESTS = LoopCounter("esafety_proxy_requests_total", "Requests seen by the filtering proxy", ["scheme"])
+DECISIONS = LoopCounter("esafety_proxy_decisions_total", "Policy decisions", ["action", "category"])
+DECISION_SECONDS = LoopHistogram(
     "esafety_proxy_decision_seconds", "Time to decide one request (policy engine only)",
     buckets=(5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 5e-3, 0.025),
 )
-REQUEST_SECONDS = Histogram(
+REQUEST_SECONDS = LoopHistogram(
     "esafety_proxy_request_seconds", "Time from request headers to response end, through the proxy",
     buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
-ADDON_SECONDS = Histogram(
+ADDON_SECONDS = LoopHistogram(
     "esafety_proxy_addon_seconds", "Time spent in esafety add-on hooks per request",
     buckets=(5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2e-3, 5e-3, 0.01, 0.05),
 )
+CONTENT_SCANNED_BYTES = LoopCounter("esafety_content_scanned_bytes_total", "Bytes of page text scanned for phrases")
 POLICY_ENTRIES = Gauge("esafety_policy_entries", "Entries loaded per category", ["category"])
 POLICY_RELOADS = Counter("esafety_policy_reloads_total", "Policy reloads", ["result"])
 POLICY_LOADED_TIMESTAMP = Gauge("esafety_policy_loaded_timestamp_seconds", "When the running policy was loaded")
 FAIL_CLOSED = Counter("esafety_proxy_errors_total", "Errors while deciding or acting, by outcome", ["outcome"])
-CONTENT_SCANNED_BYTES = Counter("esafety_content_scanned_bytes_total", "Bytes of page text scanned for phrases")
 DOWNLOADS_BLOCKED = Counter("esafety_downloads_blocked_total", "Downloads blocked", ["reason"])
 BAD_REQUESTS = Counter("esafety_proxy_bad_requests_total", "Requests refused as malformed or hostile", ["reason"])
 SPOOL_DEPTH = Gauge("esafety_spool_rows", "Incidents waiting in the on-disk spool for the store to return")

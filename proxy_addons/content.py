@@ -39,13 +39,12 @@ class ContentScan:
         group = engine.policy.groups.get(st.who.group)
         if not group or not (engine.policy.phrases.scan_for & group.lineage):
             return
-        content_type = resp.headers.get("Content-Type", "")
+        content_type = st.response_headers(resp).get(b"content-type", "")
         if not content_type.startswith(_TEXT_TYPES):
             return
-        try:
-            body = resp.content or b""
-        except ValueError:
-            return  # undecodable content-encoding: nothing readable to scan
+        body = st.body(resp)
+        if not body:
+            return  # empty, or an undecodable content-encoding: nothing readable to scan
         scanner = self.scanner(engine)
         # scan_html reads only the first max_bytes itself: no copy of the body here
         result = scanner.scan_html(body, content_type.partition("charset=")[2].strip() or "utf-8")

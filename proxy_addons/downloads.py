@@ -7,7 +7,6 @@ first chunk, and the flow is killed if it is an executable, since its headers ha
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable, Iterable
 
 from mitmproxy import http
@@ -38,8 +37,9 @@ class Downloads:
             return
         assert st is not None and self.rt.engine is not None
         rules = self.rt.engine.policy.downloads
-        reason = by_headers(rules, flow.request.path.split("?", 1)[0], flow.response.headers.get("Content-Type", ""),
-                            flow.response.headers.get("Content-Disposition", ""))
+        headers = st.response_headers(flow.response)
+        reason = by_headers(rules, flow.request.path.split("?", 1)[0], headers.get(b"content-type", ""),
+                            headers.get(b"content-disposition", ""))
         if reason and flow.response.stream:
             self._refuse_streamed(flow, st, reason)  # headers go out right after this hook: only a kill stops it
         elif reason:
@@ -55,7 +55,7 @@ class Downloads:
             nonlocal first
             if first and chunk:
                 first = False
-                reason = by_content(rules, chunk)
+                reason = by_content(rules, chunk, whole=False)
                 if reason:
                     self._refuse_streamed(flow, st, reason)
                     return b""
@@ -77,10 +77,10 @@ class Downloads:
         if st.pending_block:
             self._block(flow, st, st.pending_block)
             return
-        body = flow.response.raw_content or b""
-        with contextlib.suppress(ValueError):  # undecodable content-encoding: judge the raw bytes
-            body = flow.response.content or b""
-        reason = by_content(self.rt.engine.policy.downloads, body[:0x8010], body)
+        body = st.body(flow.response)
+        if body is None:  # undecodable content-encoding: judge the raw bytes
+            body = flow.response.raw_content
+        reason = by_content(self.rt.engine.policy.downloads, body or b"")
         if reason:
             self._block(flow, st, reason)
 

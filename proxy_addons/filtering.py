@@ -17,7 +17,6 @@ from mitmproxy import connection, http, tls
 from mitmproxy import ctx as mctx
 from mitmproxy.net.http import url
 from mitmproxy.proxy.mode_specs import RegularMode, Socks5Mode, UpstreamMode
-from prometheus_client import Counter
 
 from esafety import metrics
 from esafety.identity import Identity
@@ -25,7 +24,7 @@ from esafety.incidents.model import IncidentReport
 from esafety.policy.model import Decision, Flag, Request
 from esafety.policy.schema import Action
 from proxy_addons import blockpage
-from proxy_addons.flowstate import KEY, FlowState
+from proxy_addons.flowstate import KEY, FlowState, read_headers
 from proxy_addons.runtime import Runtime
 
 log = logging.getLogger("esafety.proxy")
@@ -33,20 +32,6 @@ log = logging.getLogger("esafety.proxy")
 _WARNED_PARAM = "esafety-continue"
 _READ = (b"proxy-authorization", b"content-type", b"accept", b"host")  # the request headers deciding reads
 _STRICTER = {Action.ALLOW: 0, Action.REWRITE: 1, Action.FLAG: 2, Action.WARN: 3, Action.BLOCK: 4}
-
-
-def _read_headers(headers: http.Headers) -> dict[bytes, str]:
-    """The headers in _READ (lower-case name -> value), in one pass over the fields.
-
-    Values as headers.get gives them (repeated fields joined with ", "), for a fraction of the cost
-    of one lookup per name: each lookup walks and lower-cases every field.
-    """
-    found: dict[bytes, list[str]] = {}
-    for name, value in headers.fields:
-        key = name.lower()
-        if key in _READ:
-            found.setdefault(key, []).append(value.decode("utf-8", "surrogateescape"))
-    return {k: ", ".join(v) for k, v in found.items()}
 
 
 def _hosts(flow: http.HTTPFlow, host_header: str | None) -> tuple[str, ...]:
@@ -61,7 +46,9 @@ def _hosts(flow: http.HTTPFlow, host_header: str | None) -> tuple[str, ...]:
     """
     r = flow.request
     target = r.host
-    if not host_header or host_header == target:
+    if not host_header or host_header == target or (  # or "target:port", the usual case
+            host_header.startswith(target) and host_header[len(target)] == ":"
+            and host_header[len(target) + 1:].isdigit()):
         return (target,)
     named = url.parse_authority(host_header, check=False)[0]
     if named == target:
@@ -77,29 +64,6 @@ def _hosts(flow: http.HTTPFlow, host_header: str | None) -> tuple[str, ...]:
         except ValueError:
             pass
     return (named, target)
-
-
-class _Metrics:
-    """Label children looked up once: prometheus-client's labels() costs about a microsecond a call."""
-
-    def __init__(self) -> None:
-        self._requests: dict[str, Counter] = {}
-        self._decisions: dict[tuple[str, str], Counter] = {}
-
-    def request(self, scheme: str) -> None:
-        c = self._requests.get(scheme)
-        if c is None:
-            c = self._requests[scheme] = metrics.REQUESTS.labels(scheme=scheme)
-        c.inc()
-
-    def decision(self, action: str, category: str) -> None:
-        c = self._decisions.get((action, category))
-        if c is None:
-            c = self._decisions[(action, category)] = metrics.DECISIONS.labels(action=action, category=category)
-        c.inc()
-
-
-COUNT = _Metrics()
 
 
 class Filtering:
@@ -164,13 +128,13 @@ class Filtering:
         if flow.response is not None:  # answered already (e.g. replay); nothing to decide
             return
         r = flow.request
-        headers = _read_headers(r.headers)
+        headers = read_headers(r.headers, _READ)
         auth = headers.get(b"proxy-authorization")
         who = self._identity(flow.client_conn, auth)
         if auth is not None:
             del r.headers["Proxy-Authorization"]  # never leak credentials upstream
         flow.metadata[KEY] = st = FlowState(who, started=t0)
-        COUNT.request(r.scheme)
+        metrics.REQUESTS.labels(r.scheme).inc()
         d = self._decide(flow, st, sni_only=False, headers=headers)
         if d.action is Action.BLOCK:
             self._block(flow, st, d)
@@ -186,7 +150,7 @@ class Filtering:
         assert engine is not None
         r = flow.request
         if headers is None:
-            headers = _read_headers(r.headers)
+            headers = read_headers(r.headers, _READ)
         hosts: tuple[str, ...]
         if sni_only:
             hosts, path, query = (r.host,), "/", ""
@@ -216,7 +180,7 @@ class Filtering:
             if not fail_open:
                 st.blocked_by = "error"
         metrics.DECISION_SECONDS.observe(time.perf_counter() - t0)
-        COUNT.decision(d.action.value, d.category)
+        metrics.DECISIONS.labels(d.action.value, d.category).inc()
         st.decision = d
         self._incidents_for(flow, st, d)
         return d

@@ -1,4 +1,5 @@
-"""Per-flow facts shared by the add-ons: who, what was decided, the reference quoted to the user."""
+"""Per-flow facts shared by the add-ons: who, what was decided, the reference quoted to the user,
+and the response's headers and body as the add-ons read them (read once, not once per add-on)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,21 @@ from esafety.incidents.model import new_ref
 from esafety.policy.model import Decision
 
 KEY = "esafety"
+_RESPONSE_HEADERS = (b"content-type", b"content-disposition", b"content-encoding")
+
+
+def read_headers(headers: http.Headers, names: tuple[bytes, ...]) -> dict[bytes, str]:
+    """The named headers (lower-case bytes -> value), in one pass over the fields.
+
+    Values as headers.get gives them (repeated fields joined with ", "), for a fraction of the cost
+    of one lookup per name: each lookup walks and lower-cases every field.
+    """
+    found: dict[bytes, list[str]] = {}
+    for name, value in headers.fields:
+        key = name.lower()
+        if key in names:
+            found.setdefault(key, []).append(value.decode("utf-8", "surrogateescape"))
+    return {k: ", ".join(v) for k, v in found.items()}
 
 
 @dataclass
@@ -24,6 +40,28 @@ class FlowState:
     blocked_by: str = ""  # "" | policy | download | phrases | error | port
     pending_block: str = ""  # a download refused on its headers, answered once its body is in
     host: str = ""  # the host the decision was made on, reused by the access log
+    _facts: tuple[http.Response, dict[bytes, str]] | None = None
+    _body: tuple[http.Response, bytes | None] | None = None
+
+    def response_headers(self, resp: http.Response) -> dict[bytes, str]:
+        """Content-Type, -Disposition and -Encoding of this response (lower-case names)."""
+        if self._facts is None or self._facts[0] is not resp:
+            self._facts = (resp, read_headers(resp.headers, _RESPONSE_HEADERS))
+        return self._facts[1]
+
+    def body(self, resp: http.Response) -> bytes | None:
+        """The response body with its content-encoding undone; None if it cannot be."""
+        if self._body is None or self._body[0] is not resp:
+            raw = resp.raw_content
+            if raw is None or not self.response_headers(resp).get(b"content-encoding"):
+                body = raw
+            else:
+                try:
+                    body = resp.content
+                except ValueError:  # undecodable content-encoding
+                    body = None
+            self._body = (resp, body)
+        return self._body[1]
 
 
 def state(flow: http.HTTPFlow) -> FlowState | None:

@@ -48,14 +48,15 @@ def by_headers(rules: Downloads, path: str, content_type: str, content_dispositi
     return None
 
 
-def by_content(rules: Downloads, head: bytes, body: bytes | None = None) -> str | None:
-    """Magic bytes of the start of the body; a whole zip body is opened to look for executables."""
+def by_content(rules: Downloads, body: bytes, whole: bool = True) -> str | None:
+    """Magic bytes at the start of the body; a whole (not streamed) zip body is opened to look for
+    executables. Called on every response a pupil gets: no copies of the body."""
     if not rules.magic:
         return None
     for offset, magic, label in _MAGIC:
-        if head[offset:offset + len(magic)] == magic:
+        if body.startswith(magic, offset):
             return f"content is {label}"
-    if rules.inspect_archives and head[:4] == b"PK\x03\x04" and body is not None:
+    if whole and rules.inspect_archives and body.startswith(b"PK\x03\x04"):
         try:
             with zipfile.ZipFile(io.BytesIO(body)) as zf:
                 for info in zf.infolist()[:5000]:

@@ -6,6 +6,8 @@ a page whose total reaches the policy threshold is blocked as the highest-scorin
 
 from __future__ import annotations
 
+import codecs
+import functools
 import re
 from dataclasses import dataclass
 
@@ -30,6 +32,19 @@ class ScanResult:
 
 
 _NO_MATCH = ScanResult(0, "", ())
+_ASCII = bytes(range(128))
+
+
+@functools.lru_cache(maxsize=256)
+def _codec(charset: str) -> tuple[str, bool]:
+    """The codec to decode a page with, and whether ASCII bytes are the same text in it (not so in
+    UTF-16 or UTF-7). An unknown charset (the page's own claim) is read as UTF-8: it must not
+    switch scanning off."""
+    try:
+        name = codecs.lookup(charset or "utf-8").name
+    except LookupError:
+        name = "utf-8"
+    return name, _ASCII.decode(name, errors="replace") == _ASCII.decode("ascii")
 
 
 def _runs(key: str) -> list[str]:
@@ -59,10 +74,13 @@ class PhraseScanner:
             ascii_needles, matchkind=ahocorasick_rs.MATCHKIND_LEFTMOST_LONGEST) if ascii_needles else None
 
     def scan_html(self, body: bytes, charset: str = "utf-8") -> ScanResult:
-        text = body[: self.max_bytes].decode(charset or "utf-8", errors="replace")
-        if self._prefilter_on and text.isascii() and not self._may_match(text.encode("ascii").lower()):
-            return _NO_MATCH
-        return self._scan_markup(text)
+        head = body if len(body) <= self.max_bytes else body[: self.max_bytes]
+        codec, ascii_compatible = _codec(charset)
+        if self._prefilter_on and ascii_compatible and head.isascii():
+            if not self._may_match(head.lower()):
+                return _NO_MATCH
+            return self._scan_markup(head.decode("ascii"))
+        return self._scan_markup(head.decode(codec, errors="replace"))
 
     def _may_match(self, low: bytes) -> bool:
         """Does some phrase's needle occur as a whole word in this lower-cased ASCII page?"""
