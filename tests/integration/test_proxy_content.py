@@ -70,6 +70,17 @@ def test_phrase_heavy_page_blocked_and_clean_page_passes(proxy):
         assert ok.status_code == 200 and "Probability" in ok.text
 
 
+@pytest.mark.parametrize("charset", ["x-no-such-charset", "utf-16", "latin-1"])
+def test_a_page_is_scanned_whatever_charset_it_claims(proxy, charset):
+    """The charset is the page's own claim: an unknown one is read as UTF-8, not a reason to skip."""
+    bad = "<html><body>" + "<p>Free spins! Online casino deposit bonus, place your bet now.</p>" * 3 + "</body></html>"
+    proxy.origin.route(f"/offers-{charset}", bad.encode("utf-16" if charset == "utf-16" else "latin-1"),
+                       content_type=f"text/html; charset={charset}")
+    with proxy.client() as c:
+        r = c.get(f"https://blog.example.org/offers-{charset}")
+    assert r.status_code == 403 and "<dd>Gambling</dd>" in r.text
+
+
 def test_accented_phrases_match(proxy):
     page = "<html><body>" + "<p>Pornografía gratis: PORNOGRAFÍA, pornografia.</p>" * 1 + "</body></html>"
     proxy.origin.route("/es", page)
