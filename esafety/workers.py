@@ -10,8 +10,8 @@ passes the client's address with the PROXY protocol (proxy_addons/proxyproto.py)
 pupil would be 127.0.0.1.
 
 A worker that exits is restarted with exponential backoff. SIGTERM/SIGINT stop haproxy first (no
-new connections), then send the workers SIGTERM so each one's batch writer drains its queue to the
-store before it exits. Each worker has its own spool folder (`esafety_worker`).
+new connections), then send the workers SIGTERM so each one's incidents and access log reach the
+store before it exits. Each worker has its own spool folder and access log (`esafety_worker`).
 """
 
 from __future__ import annotations
