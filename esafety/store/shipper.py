@@ -73,11 +73,9 @@ class _Tail:
     verify_to: int  # rows before this offset may be in the store already
     head: bytes = b""  # the file's first bytes once read
 
-    def emptied(self) -> bool:
+    def emptied(self, size: int) -> bool:
         """Truncated in place (copytruncate) since we read it, even if already refilled past our offset."""
-        if os.fstat(self.fh.fileno()).st_size < self.offset:
-            return True
-        return bool(self.head) and os.pread(self.fh.fileno(), len(self.head), 0) != self.head
+        return size < self.offset or (bool(self.head) and os.pread(self.fh.fileno(), len(self.head), 0) != self.head)
 
 
 class Shipper:
@@ -128,7 +126,7 @@ class Shipper:
         if cp.inode is not None and cp.inode != st.st_ino:
             stored = self._finish_rotated(cp.inode, cp.offset)
         tail = _Tail(fh, st.st_ino, cp.offset if cp.inode == st.st_ino else 0, st.st_size, cp.head)
-        if tail.emptied():
+        if tail.emptied(st.st_size):
             tail.offset, tail.head = 0, b""  # truncated in place while no shipper ran
         return tail, stored
 
@@ -151,10 +149,9 @@ class Shipper:
     def _pump(self, tail: _Tail) -> int:
         stored = 0
         while True:
-            if tail.emptied():  # copytruncate: the new content from its start
-                tail.offset, tail.head = 0, b""
-                tail.verify_to = os.fstat(tail.fh.fileno()).st_size
             size = os.fstat(tail.fh.fileno()).st_size
+            if tail.emptied(size):  # copytruncate: the new content from its start
+                tail.offset, tail.head, tail.verify_to = 0, b"", size
             if size == tail.offset:
                 return stored
             tail.fh.seek(tail.offset)

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.bench.common import row
+from tests.bench.common import cpu_seconds, row
 
 ESAFETY = str(Path(sys.executable).with_name("esafety"))
 WARM = """
@@ -58,17 +58,12 @@ def _idle_cpu(seconds: float) -> float:
                                 stderr=subprocess.DEVNULL)
         try:
             time.sleep(3.5)  # start-up and the first (snapshot) check run are not "between runs"
-            before = _cpu(proc.pid)
+            before = cpu_seconds(proc.pid)
             time.sleep(seconds)
-            return (_cpu(proc.pid) - before) / seconds
+            return (cpu_seconds(proc.pid) - before) / seconds
         finally:
             proc.terminate()
             proc.wait(timeout=15)
-
-
-def _cpu(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def run(quick: bool) -> dict[str, Any]:

@@ -34,6 +34,7 @@ from tests.bench.common import (
     ROOT,
     Row,
     alternate,
+    cpu_seconds,
     free_port,
     median,
     processes,
@@ -259,11 +260,6 @@ def paired_ratio(wrk_bin: str, ports: dict[str, int], url: str, host: str, pairs
     return ratios
 
 
-def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def cpu_per_request(wrk_bin: str, ports: dict[str, int], pids: dict[str, int], url: str, host: str,
                     rounds: int, seconds: float) -> dict[str, float]:
     """Both proxies served at once, 8 connections each pausing 40 ms between requests (well below
@@ -273,7 +269,7 @@ def cpu_per_request(wrk_bin: str, ports: dict[str, int], pids: dict[str, int], u
 
     per: dict[str, list[float]] = {name: [] for name in ports}
     for _ in range(rounds):
-        before = {name: _cpu_seconds(pids[name]) for name in ports}
+        before = {name: cpu_seconds(pids[name]) for name in ports}
         out: dict[str, dict[str, float]] = {}
         runs = [threading.Thread(target=lambda n=name: out.__setitem__(
             n, wrk(wrk_bin, ports[n], url, host, 8, seconds, delay_ms=40))) for name in ports]
@@ -282,7 +278,7 @@ def cpu_per_request(wrk_bin: str, ports: dict[str, int], pids: dict[str, int], u
         for t in runs:
             t.join()
         for name in ports:
-            per[name].append((_cpu_seconds(pids[name]) - before[name]) / out[name]["requests"])
+            per[name].append((cpu_seconds(pids[name]) - before[name]) / out[name]["requests"])
     return {name: median(v) for name, v in per.items()}
 
 

@@ -108,6 +108,12 @@ def alternate(rounds: int, contenders: dict[str, Callable[[], dict[str, float]]]
             for name, runs in seen.items()}
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def say(msg: str) -> None:
     """Progress goes to stderr so stdout stays the table."""
     import sys
