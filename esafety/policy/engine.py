@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import logging
+import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -35,6 +36,21 @@ from esafety.policy.text import Matcher, fold
 log = logging.getLogger("esafety.policy")
 
 _DOH_TYPES = ("application/dns-message", "application/dns-json")
+
+
+def is_ip_literal(host: str) -> bool:
+    """An address, not a name: also the forms the resolver reads as IPv4 (127.1, 2130706433,
+    0x7f.0.0.1), which otherwise pass as names no list holds (a pupil's way round the IP rule)."""
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+        return True
+    except ValueError:
+        pass
+    try:
+        socket.inet_aton(host)
+        return True
+    except OSError:
+        return False
 
 
 class EngineError(Exception):
@@ -179,12 +195,8 @@ class Engine:
         host = req.host.lower().rstrip(".")
         if not host.isascii():
             host = normalise_domain(host) or host
-        if host and (host[-1].isdigit() or ":" in host):
-            try:
-                ipaddress.ip_address(host.strip("[]"))
-                bits = self._ip_bit
-            except ValueError:
-                bits = self.index.lookup(host)
+        if host and (host[0].isdigit() or ":" in host) and is_ip_literal(host):
+            bits = self._ip_bit
         else:
             bits = self.index.lookup(host)
         prefixes = self._url_prefixes.get(host)

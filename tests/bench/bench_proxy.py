@@ -187,7 +187,13 @@ def no_scan_policy() -> Path:
     return d / "aup.yaml"
 
 
-def start_mitmdump(procs: list[subprocess.Popen], esafety: bool, name: str, policy: Path = POLICY) -> int:
+def local_origin(port: int) -> list[str]:
+    """The option that lets esafety reach the loopback origin (it refuses the proxy's own machine)."""
+    return ["--set", f"esafety_local_origins=127.0.0.1:{port},[::1]:{port}"]
+
+
+def start_mitmdump(procs: list[subprocess.Popen], esafety: bool, name: str, origin: int,
+                   policy: Path = POLICY) -> int:
     d = WORK / name
     home = d / "home"
     if d.exists():
@@ -203,7 +209,7 @@ def start_mitmdump(procs: list[subprocess.Popen], esafety: bool, name: str, poli
         db = f"sqlite:///{home / 'esafety.db'}"
         upgrade(db)
         cmd += ["-s", str(ADDONS), "--set", f"esafety_policy={policy}", "--set", f"esafety_home={home}",
-                "--set", f"esafety_database_url={db}", "--set", "esafety_metrics_port=0"]
+                "--set", f"esafety_database_url={db}", "--set", "esafety_metrics_port=0", *local_origin(origin)]
         env["ESAFETY_DASHBOARD_URL"] = "http://dashboard.bench"
     p = spawn(procs, cmd, d / "mitmdump.log", env=env, cwd=d)
     wait_port(port, p, timeout=60, what=name)
@@ -308,9 +314,9 @@ def run(quick: bool) -> dict[str, Any]:
         origin = start_nginx(procs, nginx_bin)
         url, host = f"http://{ORIGIN_HOST}:{origin}/page.html", f"{ORIGIN_HOST}:{origin}"
         ports: dict[str, int] = {}
-        ports["mitmdump (bare)"] = start_mitmdump(procs, False, "mitmdump-bare")
-        ports["esafety"] = start_mitmdump(procs, True, "esafety")
-        ports["esafety, no phrase scan"] = start_mitmdump(procs, True, "esafety-no-scan", no_scan_policy())
+        ports["mitmdump (bare)"] = start_mitmdump(procs, False, "mitmdump-bare", origin)
+        ports["esafety"] = start_mitmdump(procs, True, "esafety", origin)
+        ports["esafety, no phrase scan"] = start_mitmdump(procs, True, "esafety-no-scan", origin, no_scan_policy())
         e2g, squid = which("e2guardian"), which("squid")
         if e2g:
             try:

@@ -83,7 +83,7 @@ def build_shim() -> Path:
     return lib
 
 
-def start_esafety(procs: list[subprocess.Popen], workers: int) -> dict[str, Any]:
+def start_esafety(procs: list[subprocess.Popen], workers: int, origin: int) -> dict[str, Any]:
     """`esafety proxy --workers N` in its own home; its port and the metrics ports of its workers."""
     from esafety.store.db import upgrade
     from tests.bench.common import free_port
@@ -100,7 +100,8 @@ def start_esafety(procs: list[subprocess.Popen], workers: int) -> dict[str, Any]
            "ESAFETY_DASHBOARD_URL": "http://dashboard.bench", "ESAFETY_PROXY_PORT": str(port),
            "ESAFETY_PROXY_WORKER_PORT": str(free_ports(workers)), "ESAFETY_PROXY_METRICS_PORT": str(metrics)}
     esafety = str(Path(sys.executable).with_name("esafety"))
-    p = spawn(procs, [esafety, "proxy", "--workers", str(workers)], d / "esafety.log", env=env, cwd=d)
+    cmd = [esafety, "proxy", "--workers", str(workers), "--", *bench_proxy.local_origin(origin)]
+    p = spawn(procs, cmd, d / "esafety.log", env=env, cwd=d)
     wait_port(port, p, timeout=120, what=f"esafety proxy --workers {workers}")
     return {"port": port, "metrics": [metrics + i for i in range(workers)], "log": d / "esafety.log"}
 
@@ -158,7 +159,7 @@ def run(quick: bool) -> dict[str, Any]:
     with processes() as procs:
         origin = start_nginx(procs, nginx_bin)
         url = f"http://{ORIGIN_HOST}:{origin}/page.html"
-        one, two = start_esafety(procs, 1), start_esafety(procs, 2)
+        one, two = start_esafety(procs, 1, origin), start_esafety(procs, 2, origin)
         try:
             sources = balanced_sources(two, url, CONNECTIONS // 2)
         except (OSError, RuntimeError, StopIteration) as exc:

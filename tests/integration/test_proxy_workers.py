@@ -32,7 +32,7 @@ from esafety.store.db import sessions, upgrade
 from esafety.store.models import AccessLog
 from tests.conftest import ROOT, free_ports
 from tests.support import origin as origin_mod
-from tests.support.proxy import REDIRECT
+from tests.support.proxy import REDIRECT, origin_args
 
 pytestmark = pytest.mark.xdist_group("proxy-workers")
 
@@ -109,8 +109,7 @@ def test_two_workers_behind_haproxy_survive_a_killed_worker(tmp_path: Path) -> N
            "ESAFETY_PROXY_METRICS_PORT": str(metrics_base)}
     log_path = tmp_path / "supervisor.log"
     cmd = [sys.executable, "-m", "esafety.cli", "proxy", "--workers", "2", "--",
-           "-s", str(REDIRECT), "--set", "ssl_insecure=true",
-           "--set", f"test_origin_http={origin.http_port}", "--set", f"test_origin_https={origin.https_port}"]
+           "-s", str(REDIRECT), "--set", "ssl_insecure=true", *origin_args(origin)]
     with open(log_path, "wb") as out:
         sup = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=tmp_path)
 

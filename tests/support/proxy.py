@@ -24,6 +24,12 @@ REDIRECT = Path(__file__).resolve().parent / "redirect_addon.py"
 MITMDUMP = str(Path(sys.executable).with_name("mitmdump"))
 
 
+def origin_args(origin: origin_mod.Origin) -> list[str]:
+    """mitmdump options pointing the proxy at the local origins, which it may reach on loopback."""
+    return ["--set", f"test_origin_http={origin.http_port}", "--set", f"test_origin_https={origin.https_port}",
+            "--set", f"esafety_local_origins=127.0.0.1:{origin.http_port},127.0.0.1:{origin.https_port}"]
+
+
 @dataclass
 class ProxyUnderTest:
     proc: subprocess.Popen
@@ -81,7 +87,7 @@ def start_proxy(tmp: Path, policy: Path | None = None, extra: list[str] | None =
         "--set", f"esafety_policy={policy}", "--set", f"esafety_home={home}",
         "--set", f"esafety_database_url={database_url}", "--set", f"esafety_metrics_port={metrics_port}",
         "--set", "esafety_reload_ms=300",
-        "--set", f"test_origin_http={origin.http_port}", "--set", f"test_origin_https={origin.https_port}",
+        *origin_args(origin),
         *(extra or []),
     ]
     full_env = {**os.environ, "ESAFETY_DASHBOARD_URL": "http://dashboard.test", **(env or {})}

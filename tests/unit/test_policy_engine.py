@@ -155,3 +155,15 @@ def test_a_group_setting_overrides_what_it_would_inherit(tmp_path: Path):
     assert policy.groups["year12"].youtube_restrict == "Moderate"
     assert (policy.groups["trainee_teachers"].on_error, policy.groups["year13"].on_error) == (Action.ALLOW,
                                                                                               Action.BLOCK)
+
+
+@pytest.mark.parametrize("host", ["2130706433", "127.1", "0x7f.0.0.1", "0x7f.0xa", "017700000001", "[::ffff:7f00:1]"])
+def test_every_spelling_of_an_address_is_an_ip_literal(engine: Engine, host: str):
+    # The resolver reads each as an IPv4 address; as names they matched no list and passed.
+    d = ask(engine, f"http://{host}/", "year10")
+    assert (d.action, d.category) == (Action.BLOCK, "ip_literal")
+
+
+@pytest.mark.parametrize("host", ["163.com", "1password.com", "4chan.org", "0x.example"])
+def test_names_that_start_with_a_digit_stay_names(engine: Engine, host: str):
+    assert ask(engine, f"https://{host}/", "year10").category != "ip_literal"
