@@ -31,6 +31,7 @@ log = logging.getLogger("esafety.proxy")
 
 _WARNED_PARAM = "esafety-continue"
 _READ = (b"proxy-authorization", b"content-type", b"accept", b"host")  # the request headers deciding reads
+_EXPLICIT = (RegularMode, UpstreamMode, Socks5Mode)  # modes where the client names where to go
 _STRICTER = {Action.ALLOW: 0, Action.REWRITE: 1, Action.FLAG: 2, Action.WARN: 3, Action.BLOCK: 4}
 
 
@@ -40,9 +41,11 @@ def _hosts(flow: http.HTTPFlow, host_header: str | None) -> tuple[str, ...]:
 
     An explicit proxy's HTTP/1 absolute-form request (`GET http://a/ ...` with `Host: b`) goes to
     `a`: its Host header is replaced with `a`, as RFC 9112 3.2.2 asks of a proxy (deciding on `b`
-    let a pupil reach any blocked site by naming an allowed one). Otherwise (in a tunnel: domain
-    fronting) both are decided on and the stricter decision wins, except when transparent
-    interception gives only the address the client dialled: then the Host header is all there is.
+    let a pupil reach any blocked site by naming an allowed one). Transparent interception gives
+    only the address the client dialled: the Host header names the site, and the request is sent
+    to that name, not to the address (else a blocked site's address with an allowed Host would
+    pass: squid's host-header forgery). Otherwise (in a tunnel: domain fronting) both are decided
+    on and the stricter decision wins.
     """
     r = flow.request
     target = r.host
@@ -53,16 +56,19 @@ def _hosts(flow: http.HTTPFlow, host_header: str | None) -> tuple[str, ...]:
     named = url.parse_authority(host_header, check=False)[0]
     if named == target:
         return (target,)
-    explicit = isinstance(flow.client_conn.proxy_mode, (RegularMode, UpstreamMode, Socks5Mode))
+    explicit = isinstance(flow.client_conn.proxy_mode, _EXPLICIT)
     if explicit and not flow.client_conn.tls_established and not (r.is_http2 or r.is_http3):
         r.host_header = url.hostport(r.scheme, target, r.port)  # absolute-form (not in a TLS tunnel)
         return (target,)
     if not explicit:
         try:
             ipaddress.ip_address(target)
-            return (named,)
         except ValueError:
             pass
+        else:
+            r.host = named  # mitmproxy connects to request.host; this setter also rewrites Host
+            r.host_header = host_header
+            return (named,)
     return (named, target)
 
 
@@ -120,6 +126,10 @@ class Filtering:
         host = sni or (server[0] if server else "")
         if host and self._passthrough(host):
             data.ignore_connection = True  # forwarded encrypted; the CONNECT/SNI decision already ran
+            if sni and server and not isinstance(data.context.client.proxy_mode, _EXPLICIT) \
+                    and not data.context.server.connected:
+                # Transparent: to the name decided on, not the address dialled (see _hosts).
+                data.context.server.address = (sni, server[1])
 
     # -- requests -------------------------------------------------------------------------------------
 

@@ -114,11 +114,12 @@ class _TLSServer(ThreadingHTTPServer):
         pass  # clients that abort the handshake (tests of hostile input) are not errors here
 
 
-def start(tmp: Path) -> tuple[Origin, list[ThreadingHTTPServer]]:
+def start(tmp: Path, host: str = "127.0.0.1", http_port: int = 0,
+          https_port: int = 0) -> tuple[Origin, list[ThreadingHTTPServer]]:
     origin = Origin()
-    plain = ThreadingHTTPServer(("127.0.0.1", 0), _handler(origin))
+    plain = ThreadingHTTPServer((host, http_port), _handler(origin))
     plain.daemon_threads = True
-    tls = _TLSServer(("127.0.0.1", 0), _handler(origin))
+    tls = _TLSServer((host, https_port), _handler(origin))
     cert, key = self_signed(tmp)
     tls.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     tls.context.load_cert_chain(cert, key)

@@ -66,7 +66,10 @@ class ProxyUnderTest:
 
 
 def start_proxy(tmp: Path, policy: Path | None = None, extra: list[str] | None = None,
-                database_url: str | None = None, env: dict[str, str] | None = None) -> ProxyUnderTest:
+                database_url: str | None = None, env: dict[str, str] | None = None,
+                listen_host: str = "127.0.0.1", port: int = 0, redirect: bool = True) -> ProxyUnderTest:
+    """redirect: point every connection at the local origins (tests/support/redirect_addon.py);
+    without it the proxy connects where requests really go."""
     home = tmp / "home"
     home.mkdir(parents=True, exist_ok=True)
     if policy is None:
@@ -76,18 +79,17 @@ def start_proxy(tmp: Path, policy: Path | None = None, extra: list[str] | None =
     database_url = database_url or f"sqlite:///{home / 'esafety.db'}"
     upgrade(database_url)
     origin, _servers = origin_mod.start(tmp)
-    port, metrics_port = free_port(), free_port()
+    port, metrics_port = port or free_port(), free_port()
     log_path = tmp / "mitmdump.log"
     cmd = [
-        MITMDUMP, "--listen-host", "127.0.0.1", "--listen-port", str(port),
+        MITMDUMP, "--listen-host", listen_host, "--listen-port", str(port),
         "--set", f"confdir={home / 'ca'}", "--set", "connection_strategy=lazy",
         "--set", "ssl_insecure=true",  # the local origin's certificate is self-signed
         "--set", "stream_large_bodies=2m",
-        "-s", str(ADDON_SCRIPT), "-s", str(REDIRECT),
+        "-s", str(ADDON_SCRIPT), *(["-s", str(REDIRECT), *origin_args(origin)] if redirect else []),
         "--set", f"esafety_policy={policy}", "--set", f"esafety_home={home}",
         "--set", f"esafety_database_url={database_url}", "--set", f"esafety_metrics_port={metrics_port}",
         "--set", "esafety_reload_ms=300",
-        *origin_args(origin),
         *(extra or []),
     ]
     full_env = {**os.environ, "ESAFETY_DASHBOARD_URL": "http://dashboard.test", **(env or {})}
@@ -99,7 +101,7 @@ def start_proxy(tmp: Path, policy: Path | None = None, extra: list[str] | None =
         if proc.poll() is not None:
             raise RuntimeError(f"mitmdump exited {proc.returncode}:\n{put.log()}")
         try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            with socket.create_connection((listen_host, port), timeout=0.5):
                 if put.ca.exists():
                     return put
         except OSError:
