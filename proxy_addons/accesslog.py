@@ -41,7 +41,7 @@ class AccessLog:
         method = r.method
         return {
             "ts": datetime.now(UTC), "ref": st.ref, "username": st.who.user, "policy_group": st.who.group,
-            "device": st.who.device, "client_ip": flow.client_conn.peername[0] if flow.client_conn.peername else "",
+            "device": st.who.device, "client_ip": st.client_ip,
             "method": method[:16], "scheme": r.scheme[:8], "host": (st.host or r.pretty_host)[:255],
             "path": _text(r.path[:4000]) if method != "CONNECT" else "", "status": status, "bytes": size,
             "action": d.action.value if d else ("block" if st.blocked_by else "allow"),

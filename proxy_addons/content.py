@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 
 from mitmproxy import http
@@ -12,9 +13,10 @@ from esafety.policy.model import Decision
 from esafety.policy.phrases import PhraseScanner
 from esafety.policy.schema import Action
 from proxy_addons import blockpage
-from proxy_addons.flowstate import state
+from proxy_addons.flowstate import FlowState, state
 from proxy_addons.runtime import Runtime
 
+log = logging.getLogger("esafety.proxy")
 _TEXT_TYPES = ("text/html", "text/plain", "application/xhtml")
 
 
@@ -36,8 +38,7 @@ class ContentScan:
         resp = flow.response
         if st is None or engine is None or resp is None or st.blocked_by or resp.stream:
             return
-        group = engine.policy.groups.get(st.who.group)
-        if not group or not (engine.policy.phrases.scan_for & group.lineage):
+        if not engine.scans_pages(st.who.group):
             return
         content_type = st.response_headers(resp).get(b"content-type", "")
         if not content_type.startswith(_TEXT_TYPES):
@@ -45,22 +46,29 @@ class ContentScan:
         body = st.body(resp)
         if not body:
             return  # empty, or an undecodable content-encoding: nothing readable to scan
-        scanner = self.scanner(engine)
-        # scan_html reads only the first max_bytes itself: no copy of the body here
-        result = scanner.scan_html(body, content_type.partition("charset=")[2].strip() or "utf-8")
+        try:
+            scanner = self.scanner(engine)
+            # scan_html reads only the first max_bytes itself: no copy of the body here
+            result = scanner.scan_html(body, content_type.partition("charset=")[2].strip() or "utf-8")
+        except Exception:
+            # As when deciding fails: the group's on_error, so a pupil never gets an unscanned page.
+            group = engine.policy.groups.get(st.who.group) or engine.policy.groups[engine.policy.default_group]
+            fail_open = group.on_error is Action.ALLOW
+            metrics.FAIL_CLOSED.labels(outcome="allowed" if fail_open else "blocked").inc()
+            log.exception("content scan failed", extra={"fields": {"ref": st.ref, "group": group.name}})
+            if not fail_open:
+                st.blocked_by = "error"
+                self._block(flow, st, Decision(Action.BLOCK, "error", "fail-closed", "A1"), "Filter error",
+                            "The school's web filter could not check this page, so it is not shown.")
+            return
         metrics.CONTENT_SCANNED_BYTES.inc(min(len(body), scanner.max_bytes))
         if result.over(scanner.threshold):
             cat = engine.policy.categories.get(result.category)
-            clause = engine.policy.phrases.clause
             st.blocked_by = "phrases"
-            st.decision = Decision(Action.BLOCK, result.category, f"phrases:{result.score}", clause)
             metrics.DECISIONS.labels(action="block", category=result.category).inc()
-            html = blockpage.render(school=engine.policy.school, url=flow.request.pretty_url,
-                                    category=cat.title if cat else result.category,
-                                    clause=engine.policy.clause_text(clause), ref=st.ref,
-                                    review_url=f"{self.rt.dashboard_url}/review",
-                                    lead="The school's web filter found content on this page that is not allowed.")
-            flow.response = blockpage.response(html)
+            self._block(flow, st, Decision(Action.BLOCK, result.category, f"phrases:{result.score}",
+                                           engine.policy.phrases.clause), cat.title if cat else result.category,
+                        "The school's web filter found content on this page that is not allowed.")
             if cat and cat.incident and self.rt.writer:
                 from esafety.incidents.model import IncidentReport
 
@@ -68,8 +76,17 @@ class ContentScan:
                     source="proxy", category=cat.name, level=cat.level,
                     summary=f"{cat.title}: page blocked by phrase score {result.score}",
                     subject=st.who.user, device=st.who.device,
-                    client_ip=flow.client_conn.peername[0] if flow.client_conn.peername else None,
+                    client_ip=st.client_ip or None,
                     evidence={"url": flow.request.pretty_url[:2000], "score": result.score,
                               "phrases": [{"phrase": p, "weight": w, "excerpt": e} for p, w, e in result.matches]},
                     key=f"proxy-{st.ref}-phrases", ref=st.ref))
         st.addon_seconds += time.perf_counter() - t0
+
+    def _block(self, flow: http.HTTPFlow, st: FlowState, d: Decision, title: str, lead: str) -> None:
+        engine = self.rt.engine
+        assert engine is not None
+        st.decision = d
+        flow.response = blockpage.response(blockpage.render(
+            school=engine.policy.school, url=flow.request.pretty_url, category=title,
+            clause=engine.policy.clause_text(d.clause), ref=st.ref, review_url=f"{self.rt.dashboard_url}/review",
+            lead=lead))

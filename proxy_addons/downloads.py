@@ -26,10 +26,7 @@ class Downloads:
 
     def _applies(self, st: FlowState | None) -> bool:
         engine = self.rt.engine
-        if st is None or engine is None or st.blocked_by:
-            return False
-        group = engine.policy.groups.get(st.who.group)
-        return bool(group and engine.policy.downloads.block_for & group.lineage)
+        return st is not None and engine is not None and not st.blocked_by and engine.checks_downloads(st.who.group)
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         st = state(flow)

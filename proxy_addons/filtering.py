@@ -79,9 +79,8 @@ class Filtering:
 
     # -- who ------------------------------------------------------------------------------------------
 
-    def _identity(self, client: connection.Client, auth: str | None) -> Identity:
+    def _identity(self, client: connection.Client, ip: str, auth: str | None) -> Identity:
         assert self.rt.identity is not None
-        ip = client.peername[0] if client.peername else ""
         if auth:
             who = self.rt.identity.resolve(ip, auth)
             if who.source == "auth":
@@ -97,8 +96,9 @@ class Filtering:
     def http_connect(self, flow: http.HTTPFlow) -> None:
         assert self.rt.engine is not None
         policy = self.rt.engine.policy
-        who = self._identity(flow.client_conn, flow.request.headers.get("Proxy-Authorization"))
-        flow.metadata[KEY] = st = FlowState(who)
+        ip = _client_ip(flow)
+        who = self._identity(flow.client_conn, ip, flow.request.headers.get("Proxy-Authorization"))
+        flow.metadata[KEY] = st = FlowState(who, client_ip=ip)
         if flow.request.port not in policy.circumvention.connect_ports:
             st.blocked_by = "port"
             metrics.BAD_REQUESTS.labels(reason="connect_port").inc()
@@ -140,10 +140,11 @@ class Filtering:
         r = flow.request
         headers = read_headers(r.headers, _READ)
         auth = headers.get(b"proxy-authorization")
-        who = self._identity(flow.client_conn, auth)
+        ip = _client_ip(flow)
+        who = self._identity(flow.client_conn, ip, auth)
         if auth is not None:
             del r.headers["Proxy-Authorization"]  # never leak credentials upstream
-        flow.metadata[KEY] = st = FlowState(who, started=t0)
+        flow.metadata[KEY] = st = FlowState(who, started=t0, client_ip=ip)
         metrics.REQUESTS.labels(r.scheme).inc()
         d = self._decide(flow, st, sni_only=False, headers=headers)
         if d.action is Action.BLOCK:
@@ -170,7 +171,7 @@ class Filtering:
         req = Request(
             method=r.method, scheme=r.scheme, host=hosts[0], port=r.port, path=path, query=query,
             content_type=headers.get(b"content-type", ""), accept=headers.get(b"accept", ""),
-            client_ip=flow.client_conn.peername[0] if flow.client_conn.peername else "",
+            client_ip=st.client_ip,
         )
         t0 = time.perf_counter()
         try:
@@ -217,7 +218,7 @@ class Filtering:
             return
         self.rt.writer.raise_incident(IncidentReport(
             source="proxy", category=category, level=level, summary=summary, subject=st.who.user,
-            device=st.who.device, client_ip=flow.client_conn.peername[0] if flow.client_conn.peername else None,
+            device=st.who.device, client_ip=st.client_ip or None,
             evidence={**evidence, "group": st.who.group, "ref": st.ref}, key=f"proxy-{st.ref}-{category}",
             ref=st.ref,
         ))
@@ -258,6 +259,11 @@ class Filtering:
             flow.request.path = f"{path}?{urlencode(items + list(d.rewrite.params))}"
         for k, v in d.rewrite.headers:
             flow.request.headers[k] = v
+
+
+def _client_ip(flow: http.HTTPFlow) -> str:
+    peer = flow.client_conn.peername
+    return peer[0] if peer else ""
 
 
 def _summary(f: Flag) -> str:

@@ -40,6 +40,7 @@ class FlowState:
     blocked_by: str = ""  # "" | policy | download | phrases | error | port
     pending_block: str = ""  # a download refused on its headers, answered once its body is in
     host: str = ""  # the host the decision was made on, reused by the access log
+    client_ip: str = ""
     _facts: tuple[http.Response, dict[bytes, str]] | None = None
     _body: tuple[http.Response, bytes | None] | None = None
 

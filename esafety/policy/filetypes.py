@@ -28,6 +28,13 @@ _MAGIC: tuple[tuple[int, bytes, str], ...] = (
     (0, b"#!/bin/sh", "shell-script"),
     (0, b"#!/bin/bash", "shell-script"),
 )
+# The offset-0 magics by their first byte: most bodies (HTML, images) start with none of them,
+# and one dict lookup says so.
+_BY_FIRST_BYTE: dict[int, tuple[tuple[bytes, str], ...]] = {}
+for _offset, _magic, _label in _MAGIC:
+    if _offset == 0:
+        _BY_FIRST_BYTE[_magic[0]] = (*_BY_FIRST_BYTE.get(_magic[0], ()), (_magic, _label))
+_AT_OFFSET = tuple(m for m in _MAGIC if m[0])
 _EXE_IN_ARCHIVE = re.compile(r"\.(exe|msi|scr|bat|cmd|com|ps1|vbs|jar|apk|dmg|app/|pkg|iso|torrent)$", re.IGNORECASE)
 _DISPOSITION_NAME = re.compile(r"""filename\*?=(?:UTF-8'')?["']?([^"';]+)""", re.IGNORECASE)
 
@@ -51,9 +58,12 @@ def by_headers(rules: Downloads, path: str, content_type: str, content_dispositi
 def by_content(rules: Downloads, body: bytes, whole: bool = True) -> str | None:
     """Magic bytes at the start of the body; a whole (not streamed) zip body is opened to look for
     executables. Called on every response a pupil gets: no copies of the body."""
-    if not rules.magic:
+    if not rules.magic or not body:
         return None
-    for offset, magic, label in _MAGIC:
+    for magic, label in _BY_FIRST_BYTE.get(body[0], ()):
+        if body.startswith(magic):
+            return f"content is {label}"
+    for offset, magic, label in _AT_OFFSET:
         if body.startswith(magic, offset):
             return f"content is {label}"
     if whole and rules.inspect_archives and body.startswith(b"PK\x03\x04"):

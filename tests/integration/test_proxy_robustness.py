@@ -166,9 +166,10 @@ def test_fail_closed_for_pupils_when_deciding_breaks(tmp_path):
     breaker = tmp_path / "breaker.py"
     breaker.write_text(
         "from mitmproxy import ctx\n"
+        "from proxy_addons.runtime import Runtime\n"
         "class Break:\n"
         "    def running(self):\n"
-        "        rt = ctx.master.addons.get('runtime')\n"
+        "        rt = ctx.master.addons.get('esafety').part(Runtime)\n"
         "        def boom(*a, **k):\n"
         "            raise RuntimeError('simulated engine bug')\n"
         "        rt.engine.decide = boom\n"
@@ -183,5 +184,37 @@ def test_fail_closed_for_pupils_when_deciding_breaks(tmp_path):
         assert not p.origin.requests_to("www.example.org")
         assert _metric(_metrics(p), "esafety_proxy_errors_total", outcome="blocked") >= 1
         assert "simulated engine bug" in p.log()
+    finally:
+        p.stop()
+
+
+def test_a_failing_check_neither_lets_an_unscanned_page_through_nor_loses_the_log_line(tmp_path):
+    # Two bugs at once, injected the way a bug would strike: the download check raises outright,
+    # and the phrase scanner raises inside content scanning.
+    breaker = tmp_path / "breaker.py"
+    breaker.write_text(
+        "from mitmproxy import ctx\n"
+        "from proxy_addons.content import ContentScan\n"
+        "from proxy_addons.downloads import Downloads\n"
+        "def boom(*a, **k):\n"
+        "    raise RuntimeError('simulated check bug')\n"
+        "class Break:\n"
+        "    def running(self):\n"
+        "        chain = ctx.master.addons.get('esafety')\n"
+        "        chain.part(Downloads)._applies = boom\n"
+        "        chain.part(ContentScan).scanner = boom\n"
+        "addons = [Break()]\n"
+    )
+    p = start_proxy(tmp_path, extra=["-s", str(breaker)])
+    try:
+        p.origin.route("/unscanned", "<p>a page nobody could check</p>")
+        with p.client() as c:
+            r = c.get("https://www.example.org/unscanned")
+        assert r.status_code == 403 and "could not check this page" in r.text, "pupils get no unscanned page"
+        assert "a page nobody could check" not in r.text
+        rows = wait_for(lambda: [a for a in access_rows(p, "www.example.org") if a.path == "/unscanned"])
+        assert rows and (rows[0].action, rows[0].category, rows[0].status) == ("block", "error", 403)
+        assert _metric(_metrics(p), "esafety_proxy_errors_total", outcome="blocked") >= 1
+        assert "simulated check bug" in p.log()
     finally:
         p.stop()

@@ -167,3 +167,10 @@ def test_every_spelling_of_an_address_is_an_ip_literal(engine: Engine, host: str
 @pytest.mark.parametrize("host", ["163.com", "1password.com", "4chan.org", "0x.example"])
 def test_names_that_start_with_a_digit_stay_names(engine: Engine, host: str):
     assert ask(engine, f"https://{host}/", "year10").category != "ip_literal"
+
+
+def test_a_group_the_policy_lacks_is_scanned_and_checked_as_the_default_group(engine: Engine):
+    # A stale binding (a group since removed) must not switch off phrase scanning or download checks.
+    assert engine.policy.default_group == "unknown"
+    assert engine.scans_pages("no-such-group") is engine.scans_pages("unknown") is True
+    assert engine.checks_downloads("no-such-group") is engine.checks_downloads("unknown") is True
