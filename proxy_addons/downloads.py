@@ -28,21 +28,27 @@ class Downloads:
         engine = self.rt.engine
         return st is not None and engine is not None and not st.blocked_by and engine.checks_downloads(st.who.group)
 
+    def _by_headers(self, flow: http.HTTPFlow, st: FlowState, resp: http.Response) -> str | None:
+        assert self.rt.engine is not None
+        headers = st.response_headers(resp)
+        return by_headers(self.rt.engine.policy.downloads, flow.request.path.split("?", 1)[0],
+                          headers.get(b"content-type", ""), headers.get(b"content-disposition", ""))
+
     def responseheaders(self, flow: http.HTTPFlow) -> None:
-        st = state(flow)
-        if not self._applies(st) or flow.response is None:
+        # Only a streamed body must be judged here: its headers go out right after this hook. A
+        # buffered one (most pages) is judged whole in `response`, headers and content together.
+        resp = flow.response
+        if resp is None or not resp.stream:
             return
-        assert st is not None and self.rt.engine is not None
-        rules = self.rt.engine.policy.downloads
-        headers = st.response_headers(flow.response)
-        reason = by_headers(rules, flow.request.path.split("?", 1)[0], headers.get(b"content-type", ""),
-                            headers.get(b"content-disposition", ""))
-        if reason and flow.response.stream:
-            self._refuse_streamed(flow, st, reason)  # headers go out right after this hook: only a kill stops it
-        elif reason:
-            st.pending_block = reason  # replaced by the block page once the (buffered) body is in
-        elif flow.response.stream:
-            flow.response.stream = self._stream_guard(flow, st)
+        st = state(flow)
+        if not self._applies(st):
+            return
+        assert st is not None
+        reason = self._by_headers(flow, st, resp)
+        if reason:
+            self._refuse_streamed(flow, st, reason)  # only a kill stops it now
+        else:
+            resp.stream = self._stream_guard(flow, st)
 
     def _stream_guard(self, flow: http.HTTPFlow, st: FlowState) -> Callable[[bytes], bytes | Iterable[bytes]]:
         rules = self.rt.engine.policy.downloads  # type: ignore[union-attr]
@@ -71,13 +77,12 @@ class Downloads:
         if not self._applies(st) or flow.response is None or flow.response.stream:
             return
         assert st is not None and self.rt.engine is not None
-        if st.pending_block:
-            self._block(flow, st, st.pending_block)
-            return
-        body = st.body(flow.response)
-        if body is None:  # undecodable content-encoding: judge the raw bytes
-            body = flow.response.raw_content
-        reason = by_content(self.rt.engine.policy.downloads, body or b"")
+        reason = self._by_headers(flow, st, flow.response)
+        if not reason:
+            body = st.body(flow.response)
+            if body is None:  # undecodable content-encoding: judge the raw bytes
+                body = flow.response.raw_content
+            reason = by_content(self.rt.engine.policy.downloads, body or b"")
         if reason:
             self._block(flow, st, reason)
 

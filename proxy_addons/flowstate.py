@@ -38,7 +38,6 @@ class FlowState:
     started: float = field(default_factory=time.perf_counter)
     addon_seconds: float = 0.0
     blocked_by: str = ""  # "" | policy | download | phrases | error | port
-    pending_block: str = ""  # a download refused on its headers, answered once its body is in
     host: str = ""  # the host the decision was made on, reused by the access log
     client_ip: str = ""
     _facts: tuple[http.Response, dict[bytes, str]] | None = None
