@@ -210,7 +210,9 @@ class Engine:
         host = req.host.lower().rstrip(".")
         if not host.isascii():
             host = normalise_domain(host) or host
-        if host and (host[0].isdigit() or ":" in host) and is_ip_literal(host):
+        # Only what may be an address is parsed: a trailing digit (no top-level domain has one), an
+        # IPv6 colon, or a hex part (0x7f.0xa).
+        if host and (host[-1].isdigit() or ":" in host or "0x" in host) and is_ip_literal(host):
             bits = self._ip_bit
         else:
             bits = self.index.lookup(host)
