@@ -122,12 +122,20 @@ class Destinations:
                         extra={"fields": {"host": host[:255], "port": port, "address": str(bad)}})
 
     def server_connected(self, data: server_hooks.ServerConnectionHookData) -> None:
-        # The resolver answered mitmproxy otherwise than it answered us (DNS rebinding): say so loudly.
         peer = data.server.peername
-        if peer and self.refused(_ip(peer[0]), peer[1]):
-            metrics.BAD_REQUESTS.labels(reason="local_destination_rebound").inc()
-            log.error("connected to a forbidden address after the check",
-                      extra={"fields": {"address": str(peer[0]), "port": peer[1]}})
+        if not peer or not self.refused(_ip(peer[0]), peer[1]):
+            return
+        # The resolver answered mitmproxy's connect otherwise than it answered the check (DNS
+        # rebinding). mitmproxy has no hook that refuses an open connection, so its socket is
+        # aborted here, before the request is written: the client gets a 502.
+        metrics.BAD_REQUESTS.labels(reason="local_destination").inc()
+        log.error("destination refused after connecting (the name resolved anew to a forbidden address)",
+                  extra={"fields": {"address": str(peer[0]), "port": peer[1]}})
+        data.server.error = f"{REFUSED} (resolved anew to {peer[0]})"
+        handler = ctx.master.addons.get("proxyserver").connections.get(data.client.id)
+        io = handler.transports.get(data.server) if handler is not None else None
+        if io is not None and isinstance(io.writer, asyncio.StreamWriter):
+            io.writer.transport.abort()
 
     def error(self, flow: http.HTTPFlow) -> None:
         st = state(flow)

@@ -19,6 +19,7 @@ from esafety.auth import hash_password
 from esafety.store.db import sessions
 from esafety.store.models import User
 from tests.integration.conftest import access_rows, wait_for
+from tests.support.proxy import start_proxy
 
 pytestmark = pytest.mark.xdist_group("proxy-destinations")
 
@@ -112,3 +113,39 @@ def test_the_local_origins_option_still_reaches_what_it_names(proxy):
 def test_an_address_in_disguise_is_still_an_ip_literal_for_pupils(proxy, host):
     got = _get(proxy, f"http://{host}/admin")
     assert got.startswith(b"HTTP/1.1 403") and b"IP address instead of a name" in got, host
+
+
+REBIND = '''
+import asyncio, socket
+class Rebind:
+    """A resolver that answers a harmless address, then 127.0.0.1 (DNS rebinding), for one name."""
+    def running(self):
+        loop = asyncio.get_running_loop()
+        real, calls = loop.getaddrinfo, [0]
+        async def getaddrinfo(host, port, *args, **kwargs):
+            if host != "rebind.test":
+                return await real(host, port, *args, **kwargs)
+            calls[0] += 1
+            ip = "192.0.2.77" if calls[0] % 2 else "127.0.0.1"
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (ip, port))]
+        loop.getaddrinfo = getaddrinfo
+addons = [Rebind()]
+'''
+
+
+def test_a_name_that_resolves_anew_to_loopback_is_cut_before_the_request_is_sent(tmp_path, console):
+    script = tmp_path / "rebind.py"
+    script.write_text(REBIND)
+    p = start_proxy(tmp_path, extra=["-s", str(script)])
+    try:
+        with sessions(p.database_url)() as s:
+            s.add(User(username="ms.khan", policy_group="staff", password_hash=hash_password("a long passphrase")))
+            s.commit()
+        before = _Console.hits
+        auth = "Basic " + base64.b64encode(b"ms.khan:a long passphrase").decode()
+        got = _get(p, f"http://rebind.test:{console}/", auth)
+        assert got.startswith(b"HTTP/1.1 502") and SECRET not in got
+        assert _Console.hits == before, "the loopback service never saw the request"
+        assert "resolved anew to a forbidden address" in p.log()
+    finally:
+        p.stop()
