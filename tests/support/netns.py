@@ -34,15 +34,22 @@ def _sh(*argv: str) -> None:
     subprocess.run(argv, check=True, capture_output=True)
 
 
+def _free_slot() -> int:
+    """A namespace of our own: the first name no other test run holds (ip netns add is atomic)."""
+    for n in range(os.getpid() % 200 + 20, 255):
+        if subprocess.run(["ip", "netns", "add", f"esafety-etp{n}"], capture_output=True).returncode == 0:
+            return n
+    raise RuntimeError("no free network namespace slot (esafety-etp*)")
+
+
 @contextmanager
 def client_host(redirect_ports: tuple[int, ...], proxy_port: int) -> Iterator[ClientHost]:
-    n = os.getpid() % 200 + 20
+    n = _free_slot()
     tag = f"etp{n}"
     net = f"10.213.{n}"
     host_if, client_if, table = f"{tag}h", f"{tag}c", f"esafety_{tag}"
     ch = ClientHost(f"esafety-{tag}", f"{net}.1", f"{net}.2")
     try:
-        _sh("ip", "netns", "add", ch.name)
         _sh("ip", "link", "add", host_if, "type", "veth", "peer", "name", client_if)
         _sh("ip", "link", "set", client_if, "netns", ch.name)
         _sh("ip", "addr", "add", f"{ch.host_ip}/30", "dev", host_if)
