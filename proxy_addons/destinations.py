@@ -4,7 +4,8 @@ A proxy on the school's server would otherwise hand every pupil the services tha
 loopback there (Prometheus, Grafana, the metrics ports, an admin console) and the cloud metadata
 service at 169.254.169.254: squid's `to_localhost` deny. The check is made on the addresses a
 server connection is about to go to, after name resolution, so every spelling of a host
-(localhost, 127.1, 2130706433, [::ffff:127.0.0.1], a DNS name answering 127.0.0.1) meets it. A
+(localhost, 127.1, 2130706433, [::ffff:127.0.0.1], a DNS name answering 127.0.0.1) meets it; the
+address actually connected to is checked again (a name may resolve anew: DNS rebinding). A
 connection to the proxy's own port on any of the machine's addresses is refused too: it would
 loop through the proxy until its sockets ran out.
 """
