@@ -37,7 +37,7 @@ class FlowState:
     ref: str = field(default_factory=new_ref)
     started: float = field(default_factory=time.perf_counter)
     addon_seconds: float = 0.0
-    blocked_by: str = ""  # "" | policy | download | phrases | error | port
+    blocked_by: str = ""  # "" | policy | download | phrases | error | port | destination
     host: str = ""  # the host the decision was made on, reused by the access log
     client_ip: str = ""
     _facts: tuple[http.Response, dict[bytes, str]] | None = None
