@@ -33,10 +33,12 @@ FORGED = "www.example.org"  # an allowed name, claimed while dialling another si
 def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ClientHost, ProxyUnderTest, origin_mod.Origin]]:
     tmp = tmp_path_factory.mktemp("transparent")
     port = free_port()
-    with client_host((80, 443), port) as ch:
-        # The site the client really dials, on this machine's end of the pair.
+    with client_host() as ch:
+        # The site the client really dials, on this machine's end of the pair; its web ports (the
+        # gateway's 80 and 443) are the ones redirected to the proxy.
         (tmp / "dialled").mkdir()
-        dialled, servers = origin_mod.start(tmp / "dialled", host=ch.host_ip, http_port=80, https_port=443)
+        dialled, servers = origin_mod.start(tmp / "dialled", host=ch.host_ip)
+        ch.redirect((dialled.http_port, dialled.https_port), port)
         proxy = start_proxy(tmp, listen_host=ch.host_ip, port=port, redirect=False, extra=["--mode", "transparent"])
         try:
             yield ch, proxy, dialled
@@ -74,7 +76,7 @@ print(data.decode("latin-1"))
 def test_a_forged_host_header_does_not_reach_the_dialled_address(setup):
     ch, proxy, dialled = setup
     dialled.route("/forged", "<p>the site the pupil really wanted</p>")
-    got = _request(ch, 80, FORGED, "/forged")
+    got = _request(ch, dialled.http_port, FORGED, "/forged")
     assert "the site the pupil really wanted" not in got
     assert not [s for s in dialled.seen if s.path == "/forged"], "the dialled address saw the request"
     # The proxy went to the name it decided on (unresolvable here, so 502) and logged that name.
@@ -86,14 +88,14 @@ def test_a_forged_host_header_does_not_reach_the_dialled_address(setup):
 def test_a_forged_sni_and_host_in_tls_do_not_reach_the_dialled_address(setup):
     ch, _proxy, dialled = setup
     dialled.route("/forged-tls", "<p>the site the pupil really wanted</p>")
-    got = _request(ch, 443, FORGED, "/forged-tls", tls=True)
+    got = _request(ch, dialled.https_port, FORGED, "/forged-tls", tls=True)
     assert "the site the pupil really wanted" not in got
     assert not [s for s in dialled.seen if s.path == "/forged-tls"]
 
 
 def test_a_blocked_name_is_blocked_whatever_address_was_dialled(setup):
     ch, _proxy, dialled = setup
-    got = _request(ch, 80, "www.bet365.com", "/")
+    got = _request(ch, dialled.http_port, "www.bet365.com", "/")
     assert got.startswith("HTTP/1.1 403") and "Gambling" in got
     assert not dialled.requests_to("www.bet365.com")
 
@@ -103,6 +105,6 @@ def test_a_forged_no_inspect_sni_does_not_reach_the_dialled_address(setup):
     # tunnel goes to the name in it, not to whatever address was dialled.
     ch, _proxy, dialled = setup
     dialled.route("/passthrough", "<p>the site the pupil really wanted</p>")
-    got = _request(ch, 443, "www.samaritans.org", "/passthrough", tls=True)
+    got = _request(ch, dialled.https_port, "www.samaritans.org", "/passthrough", tls=True)
     assert got.strip() == "no TLS session", "www.samaritans.org cannot be reached from here"
     assert not [s for s in dialled.seen if s.path == "/passthrough"]

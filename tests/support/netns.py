@@ -1,5 +1,5 @@
 """A client host of the tests' own: a network namespace joined to this machine by a veth pair,
-its web traffic redirected by nftables to a transparent proxy here, as a school's gateway would.
+its web traffic redirected by nftables to a transparent proxy here, as a school's gateway does.
 
 Needs root (ip netns, nft). The addresses are the pair's own (10.213.N.0/30); nothing is routed
 beyond this machine: the namespace's only route leads to the host end of the pair.
@@ -20,6 +20,15 @@ class ClientHost:
     name: str
     host_ip: str  # this machine's end of the pair: the gateway the client sends through
     client_ip: str
+    host_if: str
+    table: str  # the nftables table of this host's redirect
+
+    def redirect(self, ports: tuple[int, ...], to_port: int) -> None:
+        """The client's connections to these ports go to the local port instead (a transparent proxy)."""
+        rules = (f"table ip {self.table} {{\n chain pre {{\n  type nat hook prerouting priority dstnat;\n"
+                 f"  iifname \"{self.host_if}\" tcp dport {{ {', '.join(map(str, ports))} }} "
+                 f"redirect to :{to_port}\n }}\n}}\n")
+        subprocess.run(["nft", "-f", "-"], input=rules, text=True, check=True, capture_output=True)
 
     def run(self, code: str, timeout: float = 20) -> str:
         """Python code run on the client host; what it prints."""
@@ -43,12 +52,12 @@ def _free_slot() -> int:
 
 
 @contextmanager
-def client_host(redirect_ports: tuple[int, ...], proxy_port: int) -> Iterator[ClientHost]:
+def client_host() -> Iterator[ClientHost]:
     n = _free_slot()
     tag = f"etp{n}"
     net = f"10.213.{n}"
     host_if, client_if, table = f"{tag}h", f"{tag}c", f"esafety_{tag}"
-    ch = ClientHost(f"esafety-{tag}", f"{net}.1", f"{net}.2")
+    ch = ClientHost(f"esafety-{tag}", f"{net}.1", f"{net}.2", host_if, table)
     try:
         _sh("ip", "link", "add", host_if, "type", "veth", "peer", "name", client_if)
         _sh("ip", "link", "set", client_if, "netns", ch.name)
@@ -59,10 +68,6 @@ def client_host(redirect_ports: tuple[int, ...], proxy_port: int) -> Iterator[Cl
         _sh(*inside, "ip", "link", "set", client_if, "up")
         _sh(*inside, "ip", "link", "set", "lo", "up")
         _sh(*inside, "ip", "route", "add", "default", "via", ch.host_ip)
-        ports = ", ".join(map(str, redirect_ports))
-        rules = (f"table ip {table} {{\n chain pre {{\n  type nat hook prerouting priority dstnat;\n"
-                 f"  iifname \"{host_if}\" tcp dport {{ {ports} }} redirect to :{proxy_port}\n }}\n}}\n")
-        subprocess.run(["nft", "-f", "-"], input=rules, text=True, check=True, capture_output=True)
         yield ch
     finally:
         subprocess.run(["nft", "delete", "table", "ip", table], capture_output=True)
