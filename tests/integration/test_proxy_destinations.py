@@ -85,8 +85,11 @@ def test_loopback_services_are_out_of_reach_however_the_host_is_spelt(proxy, con
     # The proxy's own metrics port too, and the proxy itself (a request that would loop through it).
     assert b"esafety_proxy_requests_total" not in _get(proxy, f"http://localhost:{proxy.metrics_port}/metrics", staff)
     assert _get(proxy, f"http://localhost:{proxy.port}/", staff).startswith(b"HTTP/1.1 502")
-    rows = wait_for(lambda: [a for a in access_rows(proxy) if a.category == "local_network"])
-    assert len(rows) >= len(SPELLINGS) + 2
+    def refused() -> list:
+        return [a for a in access_rows(proxy) if a.category == "local_network"]
+
+    assert wait_for(lambda: len(refused()) >= len(SPELLINGS) + 2), "every refusal reaches the access log"
+    rows = refused()
     assert {(a.action, a.status, a.username) for a in rows} == {("block", 502, "mr.ahmed")}
     metrics = httpx.get(f"http://127.0.0.1:{proxy.metrics_port}/metrics").text
     assert re.search(r'esafety_proxy_bad_requests_total\{reason="local_destination"\} ([0-9.]+)', metrics)
