@@ -26,6 +26,14 @@ _LIFECYCLE = {"load", "configure", "running", "done"}
 
 
 def _calls(name: str, handlers: Sequence[Callable[..., Any]]) -> Callable[..., Any]:
+    if len(handlers) == 1:
+        return handlers[0]  # mitmproxy calls it as it would any hook
+
+    lifecycle = name in _LIFECYCLE
+
+    def failed(h: Callable[..., Any]) -> None:
+        log.exception("add-on hook failed", extra={"fields": {"hook": name, "handler": h.__qualname__}})
+
     if any(inspect.iscoroutinefunction(h) for h in handlers):
         async def run_async(*args: Any) -> None:
             for h in handlers:
@@ -34,22 +42,19 @@ def _calls(name: str, handlers: Sequence[Callable[..., Any]]) -> Callable[..., A
                     if inspect.isawaitable(res):
                         await res
                 except Exception:
-                    log.exception("add-on hook failed", extra={"fields": {"hook": name, "handler": h.__qualname__}})
+                    if lifecycle:
+                        raise
+                    failed(h)
         return run_async
-    if len(handlers) == 1:
-        return handlers[0]
-    if name in _LIFECYCLE:
-        def run_lifecycle(*args: Any) -> None:
-            for h in handlers:
-                h(*args)
-        return run_lifecycle
 
     def run(*args: Any) -> None:
         for h in handlers:
             try:
                 h(*args)
             except Exception:
-                log.exception("add-on hook failed", extra={"fields": {"hook": name, "handler": h.__qualname__}})
+                if lifecycle:
+                    raise
+                failed(h)
     return run
 
 

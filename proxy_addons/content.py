@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import time
 
 from mitmproxy import http
@@ -13,10 +12,9 @@ from esafety.policy.model import Decision
 from esafety.policy.phrases import PhraseScanner
 from esafety.policy.schema import Action
 from proxy_addons import blockpage
-from proxy_addons.flowstate import FlowState, state
+from proxy_addons.flowstate import FlowState, fails_open, state
 from proxy_addons.runtime import Runtime
 
-log = logging.getLogger("esafety.proxy")
 _TEXT_TYPES = ("text/html", "text/plain", "application/xhtml")
 
 
@@ -52,12 +50,7 @@ class ContentScan:
             result = scanner.scan_html(body, content_type.partition("charset=")[2].strip() or "utf-8")
         except Exception:
             # As when deciding fails: the group's on_error, so a pupil never gets an unscanned page.
-            group = engine.policy.groups.get(st.who.group) or engine.policy.groups[engine.policy.default_group]
-            fail_open = group.on_error is Action.ALLOW
-            metrics.FAIL_CLOSED.labels(outcome="allowed" if fail_open else "blocked").inc()
-            log.exception("content scan failed", extra={"fields": {"ref": st.ref, "group": group.name}})
-            if not fail_open:
-                st.blocked_by = "error"
+            if not fails_open(engine, st, "content scan"):
                 self._block(flow, st, Decision(Action.BLOCK, "error", "fail-closed", "A1"), "Filter error",
                             "The school's web filter could not check this page, so it is not shown.")
             return

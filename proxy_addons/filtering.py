@@ -24,7 +24,7 @@ from esafety.incidents.model import IncidentReport
 from esafety.policy.model import Decision, Flag, Request
 from esafety.policy.schema import Action
 from proxy_addons import blockpage
-from proxy_addons.flowstate import KEY, FlowState, read_headers
+from proxy_addons.flowstate import KEY, FlowState, fails_open, read_headers
 from proxy_addons.runtime import Runtime
 
 log = logging.getLogger("esafety.proxy")
@@ -182,14 +182,9 @@ class Filtering:
                 if _STRICTER[alt.action] > _STRICTER[d.action]:
                     d, st.host = alt, other
         except Exception:
-            group = engine.policy.groups.get(st.who.group) or engine.policy.groups[engine.policy.default_group]
-            fail_open = group.on_error is Action.ALLOW
-            metrics.FAIL_CLOSED.labels(outcome="allowed" if fail_open else "blocked").inc()
-            log.exception("deciding failed", extra={"fields": {"ref": st.ref, "group": group.name}})
+            fail_open = fails_open(engine, st, "deciding")
             d = Decision(Action.ALLOW if fail_open else Action.BLOCK, "error", "fail-open" if fail_open else
                          "fail-closed", "A1")
-            if not fail_open:
-                st.blocked_by = "error"
         metrics.DECISION_SECONDS.observe(time.perf_counter() - t0)
         metrics.DECISIONS.labels(d.action.value, d.category).inc()
         st.decision = d

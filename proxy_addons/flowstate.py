@@ -3,15 +3,20 @@ and the response's headers and body as the add-ons read them (read once, not onc
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 
 from mitmproxy import http
 
+from esafety import metrics
 from esafety.identity import Identity
 from esafety.incidents.model import new_ref
+from esafety.policy.engine import Engine
 from esafety.policy.model import Decision
+from esafety.policy.schema import Action
 
+log = logging.getLogger("esafety.proxy")
 KEY = "esafety"
 _RESPONSE_HEADERS = (b"content-type", b"content-disposition", b"content-encoding")
 
@@ -62,6 +67,18 @@ class FlowState:
                     body = None
             self._body = (resp, body)
         return self._body[1]
+
+
+def fails_open(engine: Engine, st: FlowState, what: str) -> bool:
+    """After an error in the filter itself: does this flow's group let it through (on_error)?
+    Counted and logged either way; pupils' groups fail closed."""
+    group = engine.group_of(st.who.group)
+    fail_open = group.on_error is Action.ALLOW
+    metrics.FAIL_CLOSED.labels(outcome="allowed" if fail_open else "blocked").inc()
+    log.exception(f"{what} failed", extra={"fields": {"ref": st.ref, "group": group.name}})
+    if not fail_open:
+        st.blocked_by = "error"
+    return fail_open
 
 
 def state(flow: http.HTTPFlow) -> FlowState | None:

@@ -35,7 +35,6 @@ from esafety.policy.text import Matcher, fold
 
 log = logging.getLogger("esafety.policy")
 
-_OTHER = "\x00other"  # stands for group names the policy does not have
 _DOH_TYPES = ("application/dns-message", "application/dns-json")
 
 
@@ -90,14 +89,10 @@ class Engine:
             for g in policy.groups.values()
         }
         self._safe_search_for = {g.name for g in policy.groups.values() if policy.safe_search.enforce_for & g.lineage}
-        # The groups whose pages are phrase-scanned and whose downloads are checked, a name the policy
-        # lacks counting as the default group (as in deciding): a lookup a response, no set built.
-        groups = policy.groups.values()
-        self._scanned = {g.name for g in groups if policy.phrases.scan_for & g.lineage}
-        self._download_checked = {g.name for g in groups if policy.downloads.block_for & g.lineage}
-        for table in (self._scanned, self._download_checked):
-            if policy.default_group in table:
-                table.add(_OTHER)
+        # The groups whose pages are phrase-scanned and whose downloads are checked: a lookup a
+        # response, no set built.
+        self._scanned = {g.name for g in policy.groups.values() if policy.phrases.scan_for & g.lineage}
+        self._download_checked = {g.name for g in policy.groups.values() if policy.downloads.block_for & g.lineage}
         self._watch = Matcher((t, wl) for wl in policy.watch_lists for t in wl.terms)
         self._tz = ZoneInfo(policy.timezone)
         self._minute = -1
@@ -199,11 +194,16 @@ class Engine:
 
     # -- decide --------------------------------------------------------------------------------
 
+    def group_of(self, name: str) -> Group:
+        """The policy group a request is treated as: its own, or the default for a name the policy
+        lacks (a stale binding), as deciding does."""
+        return self.policy.groups.get(name) or self.policy.groups[self.policy.default_group]
+
     def scans_pages(self, group: str) -> bool:
-        return (group if group in self._group_info else _OTHER) in self._scanned
+        return self.group_of(group).name in self._scanned
 
     def checks_downloads(self, group: str) -> bool:
-        return (group if group in self._group_info else _OTHER) in self._download_checked
+        return self.group_of(group).name in self._download_checked
 
     def categories_of(self, req: Request) -> tuple[str, int]:
         """(normalised host, category and marker bits) for a request."""

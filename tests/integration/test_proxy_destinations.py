@@ -49,13 +49,17 @@ def console() -> Iterator[int]:
     server.shutdown()
 
 
+def _staff(proxy, name: str) -> str:
+    """Proxy credentials of a new member of staff, whom the policy lets use IP addresses."""
+    with sessions(proxy.database_url)() as s:
+        s.add(User(username=name, policy_group="staff", password_hash=hash_password("a long passphrase")))
+        s.commit()
+    return "Basic " + base64.b64encode(f"{name}:a long passphrase".encode()).decode()
+
+
 @pytest.fixture(scope="module")
 def staff(proxy) -> str:
-    """Proxy credentials of a member of staff, whom the policy lets use IP addresses."""
-    with sessions(proxy.database_url)() as s:
-        s.add(User(username="mr.ahmed", policy_group="staff", password_hash=hash_password("a long passphrase")))
-        s.commit()
-    return "Basic " + base64.b64encode(b"mr.ahmed:a long passphrase").decode()
+    return _staff(proxy, "mr.ahmed")
 
 
 def _get(proxy, url: str, auth: str | None = None) -> bytes:
@@ -141,12 +145,8 @@ def test_a_name_that_resolves_anew_to_loopback_is_cut_before_the_request_is_sent
     script.write_text(REBIND)
     p = start_proxy(tmp_path, extra=["-s", str(script)])
     try:
-        with sessions(p.database_url)() as s:
-            s.add(User(username="ms.khan", policy_group="staff", password_hash=hash_password("a long passphrase")))
-            s.commit()
         before = _Console.hits
-        auth = "Basic " + base64.b64encode(b"ms.khan:a long passphrase").decode()
-        got = _get(p, f"http://rebind.test:{console}/", auth)
+        got = _get(p, f"http://rebind.test:{console}/", _staff(p, "ms.khan"))
         assert got.startswith(b"HTTP/1.1 502") and SECRET not in got
         assert _Console.hits == before, "the loopback service never saw the request"
         assert "resolved anew to a forbidden address" in p.log()
