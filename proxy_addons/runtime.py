@@ -41,6 +41,7 @@ class Runtime:
         self._stop = threading.Event()
         self._reload_lock = threading.Lock()
         self._watch_sig = ""
+        self._compiled_from: tuple[str, str] | None = None  # (policy, home) the engine was built from
         self.dashboard_url = load_settings().dashboard_url
 
     def load(self, loader) -> None:  # type: ignore[no-untyped-def]
@@ -63,12 +64,14 @@ class Runtime:
             raise exceptions.OptionsError("esafety_reload_ms must be positive")
         if "esafety_metrics_port" in updated and not 0 <= ctx.options.esafety_metrics_port < 65536:
             raise exceptions.OptionsError("esafety_metrics_port must be a port number or 0")
-        if updated & {"esafety_policy", "esafety_home"} or self.engine is None:
+        source = (ctx.options.esafety_policy, ctx.options.esafety_home)
+        if source != self._compiled_from:  # not again for a configure that changed neither
             try:
                 self.engine = self._compile()
             except (PolicyInvalid, EngineError, OSError) as exc:
                 # At start-up there is no policy to keep: refuse to run unfiltered.
                 raise exceptions.OptionsError(f"esafety policy rejected:\n{exc}") from exc
+            self._compiled_from = source
             self._watch_sig = self._signature()
 
     @property

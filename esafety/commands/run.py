@@ -17,7 +17,8 @@ from sqlalchemy import select
 from esafety import jsonlog
 from esafety.config import Settings, load_settings
 
-ADDON_SCRIPT = Path(__file__).resolve().parent.parent.parent / "proxy_addons" / "entry.py"
+_LAUNCHER = Path(sys.executable).with_name("esafety-mitmdump")
+MITMDUMP = [str(_LAUNCHER)] if _LAUNCHER.exists() else [sys.executable, "-m", "proxy_addons.master"]
 
 
 WORKERS_HELP = "proxy worker processes; more than 1 puts them behind haproxy (Debian package haproxy)"
@@ -38,14 +39,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def mitmdump_command(settings: Settings, port: int | None = None, extra: list[str] | None = None,
                      host: str | None = None) -> list[str]:
-    mitmdump = Path(sys.executable).with_name("mitmdump")
+    """mitmdump with our add-ons built in (proxy_addons/master.py), and the options they need."""
     return [
-        str(mitmdump if mitmdump.exists() else "mitmdump"), "-q",
+        *MITMDUMP, "-q",
         "--listen-host", host or settings.proxy_host, "--listen-port", str(port or settings.proxy_port),
         "--set", f"confdir={settings.confdir}",
         "--set", "connection_strategy=lazy",  # decide before connecting upstream
         "--set", "stream_large_bodies=8m",
-        "-s", str(ADDON_SCRIPT),
         *(extra or []),
     ]
 

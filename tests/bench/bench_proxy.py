@@ -1,10 +1,11 @@
 """Proxy throughput and latency for a 12 KB HTML page over plain HTTP, through each proxy in turn.
 
 Contenders, all explicit HTTP proxies on 127.0.0.1 in front of one nginx origin serving a deterministic
-12 KB page: bare mitmdump (no scripts), the esafety proxy (mitmdump with our add-ons, the full default
-policy, phrase scanning on: clients are 'unknown', which is scanned), e2guardian (Debian package, its
-default configuration and phrase lists, direct to the origin) and squid alone (no cache, no access
-log: the ceiling). wrk drives the load with a Lua script that sends absolute-form request lines.
+12 KB page: bare mitmdump (no scripts), the esafety proxy (`esafety-mitmdump`, mitmdump with our
+add-ons built in, as `esafety proxy` runs it; the full default policy, phrase scanning on: clients
+are 'unknown', which is scanned), e2guardian (Debian package, its default configuration and phrase
+lists, direct to the origin) and squid alone (no cache, no access log: the ceiling). wrk drives the
+load with a Lua script that sends absolute-form request lines.
 
   - throughput: requests/s with 16 keep-alive connections, one wrk thread (the other core serves);
   - latency: p50/p99 with one connection, request after request: what a proxy adds to each request,
@@ -29,6 +30,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from esafety.commands import run as run_command
 from tests.bench.common import (
     BENCH_DIR,
     ROOT,
@@ -52,7 +54,7 @@ WORK = BENCH_DIR / "proxy"
 PAGE_SIZE = 12 * 1024
 ORIGIN_HOST = "localhost"  # a name, not an IP literal (the default policy blocks those for pupils)
 MITMDUMP = str(Path(sys.executable).with_name("mitmdump"))
-ADDONS = ROOT / "proxy_addons" / "entry.py"
+ESAFETY_MITMDUMP = run_command.MITMDUMP  # mitmdump with our add-ons built in, as `esafety proxy` runs it
 POLICY = ROOT / "policies" / "aup.yaml"
 
 LUA = """
@@ -200,15 +202,16 @@ def start_mitmdump(procs: list[subprocess.Popen], esafety: bool, name: str, orig
         shutil.rmtree(d)
     home.mkdir(parents=True)
     port = free_port()
-    cmd = [MITMDUMP, "-q", "--listen-host", "127.0.0.1", "--listen-port", str(port),
-           "--set", f"confdir={home / 'ca'}", "--set", "connection_strategy=lazy", "--set", "stream_large_bodies=8m"]
+    cmd = [*(ESAFETY_MITMDUMP if esafety else [MITMDUMP]), "-q", "--listen-host", "127.0.0.1",
+           "--listen-port", str(port), "--set", f"confdir={home / 'ca'}", "--set", "connection_strategy=lazy",
+           "--set", "stream_large_bodies=8m"]
     env = dict(os.environ)
     if esafety:
         from esafety.store.db import upgrade
 
         db = f"sqlite:///{home / 'esafety.db'}"
         upgrade(db)
-        cmd += ["-s", str(ADDONS), "--set", f"esafety_policy={policy}", "--set", f"esafety_home={home}",
+        cmd += ["--set", f"esafety_policy={policy}", "--set", f"esafety_home={home}",
                 "--set", f"esafety_database_url={db}", "--set", "esafety_metrics_port=0", *local_origin(origin)]
         env["ESAFETY_DASHBOARD_URL"] = "http://dashboard.bench"
     p = spawn(procs, cmd, d / "mitmdump.log", env=env, cwd=d)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import ssl
@@ -12,7 +13,7 @@ import struct
 import httpx
 import pytest
 
-from tests.conftest import free_port
+from tests.conftest import ROOT, free_port
 from tests.integration.conftest import access_rows, wait_for
 from tests.support.proxy import start_proxy
 
@@ -156,6 +157,37 @@ def test_firefox_doh_canary_gets_nxdomain(tmp_path):
             reply, _ = s.recvfrom(4096)
         assert reply[:2] == b"\x12\x34"
         assert reply[3] & 0x0F == 3, "NXDOMAIN tells Firefox to keep DoH off"
+    finally:
+        p.stop()
+
+
+@pytest.mark.parametrize("as_script", [False, True], ids=["esafety-mitmdump", "mitmdump -s entry.py"])
+def test_a_broken_policy_stops_the_start_with_its_file_and_line(tmp_path, as_script):
+    shutil.copytree(ROOT / "policies" / "lists", tmp_path / "lists")
+    policy = tmp_path / "aup.yaml"
+    text = (ROOT / "policies" / "aup.yaml").read_text()
+    policy.write_text(text.replace("categories: [gambling, phishing]", "categories: [gambling, casinos]", 1))
+    line = text[:text.index("categories: [gambling, phishing]")].count("\n") + 1
+    try:
+        p = start_proxy(tmp_path, policy=policy, as_script=as_script)
+    except RuntimeError as exc:  # exited before it listened
+        output = str(exc)
+    else:
+        # mitmdump acts on a script's error only once its port is open, then exits (a moment
+        # esafety-mitmdump does not have: its add-ons are mitmproxy's own, configured first).
+        assert as_script, "esafety-mitmdump listened with a policy it could not compile"
+        assert p.proc.wait(timeout=20) == 1
+        output = p.log()
+    assert f"aup.yaml:{line}: unknown category 'casinos'" in output
+
+
+def test_the_addons_also_run_as_a_mitmdump_script(tmp_path):
+    p = start_proxy(tmp_path, as_script=True)
+    try:
+        with p.client() as c:
+            assert c.get("https://www.bet365.com/").status_code == 403
+            assert c.get("https://www.example.org/").status_code == 200
+        assert wait_for(lambda: len(access_rows(p)) >= 2)
     finally:
         p.stop()
 

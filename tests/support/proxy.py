@@ -15,13 +15,13 @@ from pathlib import Path
 
 import httpx
 
-from esafety.commands.run import ADDON_SCRIPT
+from esafety.commands.run import MITMDUMP
 from esafety.store.db import upgrade
 from tests.conftest import ROOT, free_port
 from tests.support import origin as origin_mod
 
 REDIRECT = Path(__file__).resolve().parent / "redirect_addon.py"
-MITMDUMP = str(Path(sys.executable).with_name("mitmdump"))
+PLAIN_MITMDUMP = [str(Path(sys.executable).with_name("mitmdump")), "-s", str(ROOT / "proxy_addons" / "entry.py")]
 
 
 def origin_args(origin: origin_mod.Origin) -> list[str]:
@@ -67,9 +67,11 @@ class ProxyUnderTest:
 
 def start_proxy(tmp: Path, policy: Path | None = None, extra: list[str] | None = None,
                 database_url: str | None = None, env: dict[str, str] | None = None,
-                listen_host: str = "127.0.0.1", port: int = 0, redirect: bool = True) -> ProxyUnderTest:
+                listen_host: str = "127.0.0.1", port: int = 0, redirect: bool = True,
+                as_script: bool = False) -> ProxyUnderTest:
     """redirect: point every connection at the local origins (tests/support/redirect_addon.py);
-    without it the proxy connects where requests really go."""
+    without it the proxy connects where requests really go. as_script: plain mitmdump with our
+    add-ons as a script (`-s proxy_addons/entry.py`) instead of `esafety-mitmdump`."""
     home = tmp / "home"
     home.mkdir(parents=True, exist_ok=True)
     if policy is None:
@@ -82,11 +84,11 @@ def start_proxy(tmp: Path, policy: Path | None = None, extra: list[str] | None =
     port, metrics_port = port or free_port(), free_port()
     log_path = tmp / "mitmdump.log"
     cmd = [
-        MITMDUMP, "--listen-host", listen_host, "--listen-port", str(port),
+        *(PLAIN_MITMDUMP if as_script else MITMDUMP), "--listen-host", listen_host, "--listen-port", str(port),
         "--set", f"confdir={home / 'ca'}", "--set", "connection_strategy=lazy",
         "--set", "ssl_insecure=true",  # the local origin's certificate is self-signed
         "--set", "stream_large_bodies=2m",
-        "-s", str(ADDON_SCRIPT), *(["-s", str(REDIRECT), *origin_args(origin)] if redirect else []),
+        *(["-s", str(REDIRECT), *origin_args(origin)] if redirect else []),
         "--set", f"esafety_policy={policy}", "--set", f"esafety_home={home}",
         "--set", f"esafety_database_url={database_url}", "--set", f"esafety_metrics_port={metrics_port}",
         "--set", "esafety_reload_ms=300",
