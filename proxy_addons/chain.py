@@ -7,8 +7,9 @@ that cost ~30 us a request, measured inside mitmdump, about a sixth of all our p
 each hook is one attribute: our one handler itself, or a loop over the handlers.
 
 A handler of a flow event that raises is logged and the next still runs (the access log records a
-response whichever check before it failed); lifecycle hooks raise as they would (a bad option must
-stop mitmproxy).
+response whichever check before it failed). On a request, response or CONNECT the failsafe first
+applies the group's on_error (proxy_addons/failsafe.py): a pupil never gets what a failed check
+did not pass. Lifecycle hooks raise as they would (a bad option must stop mitmproxy).
 """
 
 from __future__ import annotations
@@ -18,21 +19,33 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from mitmproxy import hooks
+from mitmproxy import hooks, http
+
+from proxy_addons.failsafe import GUARDED, Failsafe
 
 log = logging.getLogger("esafety.proxy")
 
 _LIFECYCLE = {"load", "configure", "running", "done"}
 
 
-def _calls(name: str, handlers: Sequence[Callable[..., Any]]) -> Callable[..., Any]:
-    if len(handlers) == 1:
+def _calls(name: str, handlers: Sequence[Callable[..., Any]], failsafe: Failsafe | None) -> Callable[..., Any]:
+    guarded = failsafe is not None and name in GUARDED
+    if len(handlers) == 1 and not guarded:
         return handlers[0]  # mitmproxy calls it as it would any hook
 
     lifecycle = name in _LIFECYCLE
 
-    def failed(h: Callable[..., Any]) -> None:
-        log.exception("add-on hook failed", extra={"fields": {"hook": name, "handler": h.__qualname__}})
+    def failed(h: Callable[..., Any], args: tuple[Any, ...]) -> None:
+        if lifecycle:
+            raise
+        if not guarded or not args or not isinstance(args[0], http.HTTPFlow):
+            log.exception("add-on hook failed", extra={"fields": {"hook": name, "handler": h.__qualname__}})
+            return
+        try:
+            failsafe(name, h.__qualname__, args[0])  # type: ignore[misc]
+        except Exception:  # the last resort: the flow goes nowhere
+            log.exception("failsafe failed", extra={"fields": {"hook": name, "handler": h.__qualname__}})
+            args[0].kill()
 
     if any(inspect.iscoroutinefunction(h) for h in handlers):
         async def run_async(*args: Any) -> None:
@@ -42,9 +55,7 @@ def _calls(name: str, handlers: Sequence[Callable[..., Any]]) -> Callable[..., A
                     if inspect.isawaitable(res):
                         await res
                 except Exception:
-                    if lifecycle:
-                        raise
-                    failed(h)
+                    failed(h, args)
         return run_async
 
     def run(*args: Any) -> None:
@@ -52,21 +63,19 @@ def _calls(name: str, handlers: Sequence[Callable[..., Any]]) -> Callable[..., A
             try:
                 h(*args)
             except Exception:
-                if lifecycle:
-                    raise
-                failed(h)
+                failed(h, args)
     return run
 
 
 class Chain:
     name = "esafety"  # the name mitmproxy knows it by (ctx.master.addons.get("esafety"))
 
-    def __init__(self, parts: Sequence[object]):
+    def __init__(self, parts: Sequence[object], failsafe: Failsafe | None = None):
         self.parts = tuple(parts)  # not `addons`: mitmproxy would walk them one by one again
         for hook in hooks.all_hooks:
             handlers = [h for p in self.parts if callable(h := getattr(p, hook, None))]
             if handlers:
-                setattr(self, hook, _calls(hook, handlers))
+                setattr(self, hook, _calls(hook, handlers, failsafe))
 
     def part(self, cls: type) -> Any:
         return next(p for p in self.parts if isinstance(p, cls))

@@ -12,7 +12,7 @@ from esafety.policy.model import Decision
 from esafety.policy.phrases import PhraseScanner
 from esafety.policy.schema import Action
 from proxy_addons import blockpage
-from proxy_addons.flowstate import FlowState, fails_open, state
+from proxy_addons.flowstate import FlowState, state
 from proxy_addons.runtime import Runtime
 
 _TEXT_TYPES = ("text/html", "text/plain", "application/xhtml")
@@ -44,16 +44,9 @@ class ContentScan:
         body = st.body(resp)
         if not body:
             return  # empty, or an undecodable content-encoding: nothing readable to scan
-        try:
-            scanner = self.scanner(engine)
-            # scan_html reads only the first max_bytes itself: no copy of the body here
-            result = scanner.scan_html(body, content_type.partition("charset=")[2].strip() or "utf-8")
-        except Exception:
-            # As when deciding fails: the group's on_error, so a pupil never gets an unscanned page.
-            if not fails_open(engine, st, "content scan"):
-                self._block(flow, st, Decision(Action.BLOCK, "error", "fail-closed", "A1"), "Filter error",
-                            "The school's web filter could not check this page, so it is not shown.")
-            return
+        scanner = self.scanner(engine)  # if scanning raises, the chain's failsafe applies on_error
+        # scan_html reads only the first max_bytes itself: no copy of the body here
+        result = scanner.scan_html(body, content_type.partition("charset=")[2].strip() or "utf-8")
         metrics.CONTENT_SCANNED_BYTES.inc(min(len(body), scanner.max_bytes))
         if result.over(scanner.threshold):
             cat = engine.policy.categories.get(result.category)

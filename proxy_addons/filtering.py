@@ -2,7 +2,8 @@
 
 Also: CONNECT only to the ports the policy allows; hosts on the no-inspect list (banking, health)
 and all hosts when interception is off are decided on the SNI alone and never decrypted.
-If deciding raises, the group's on_error applies: pupils get the block page (fail closed).
+If deciding raises, the group's on_error applies (proxy_addons/failsafe.py): pupils get the block
+page (fail closed).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from esafety.incidents.model import IncidentReport
 from esafety.policy.model import Decision, Flag, Request
 from esafety.policy.schema import Action
 from proxy_addons import blockpage
-from proxy_addons.flowstate import KEY, FlowState, fails_open, read_headers
+from proxy_addons.flowstate import KEY, FlowState, read_headers
 from proxy_addons.runtime import Runtime
 
 log = logging.getLogger("esafety.proxy")
@@ -174,17 +175,12 @@ class Filtering:
             client_ip=st.client_ip,
         )
         t0 = time.perf_counter()
-        try:
-            d = engine.decide(req, st.who)
-            st.host = hosts[0]
-            for other in hosts[1:]:  # the stricter decision wins
-                alt = engine.decide(dataclasses.replace(req, host=other), st.who)
-                if _STRICTER[alt.action] > _STRICTER[d.action]:
-                    d, st.host = alt, other
-        except Exception:
-            fail_open = fails_open(engine, st, "deciding")
-            d = Decision(Action.ALLOW if fail_open else Action.BLOCK, "error", "fail-open" if fail_open else
-                         "fail-closed", "A1")
+        d = engine.decide(req, st.who)  # if it raises, the chain's failsafe applies the group's on_error
+        st.host = hosts[0]
+        for other in hosts[1:]:  # the stricter decision wins
+            alt = engine.decide(dataclasses.replace(req, host=other), st.who)
+            if _STRICTER[alt.action] > _STRICTER[d.action]:
+                d, st.host = alt, other
         metrics.DECISION_SECONDS.observe(time.perf_counter() - t0)
         metrics.DECISIONS.labels(d.action.value, d.category).inc()
         st.decision = d

@@ -30,7 +30,7 @@ from mitmproxy.tools.dump import DumpMaster
 from mitmproxy.tools.main import run
 
 from proxy_addons import build
-from proxy_addons.chain import Chain
+from proxy_addons.runtime import settle_gc
 
 
 class IndexedAddons(AddonManager):
@@ -96,13 +96,17 @@ class CoreMaster(DumpMaster):
         super().__init__(opts, **kw)
         IndexedAddons.replacing(self)
 
+    async def running(self) -> None:
+        await super().running()
+        settle_gc()  # our runtime did so already; without it (the core alone) it is the first time
+
 
 class EsafetyMaster(CoreMaster):
     def __init__(self, opts: options.Options, **kw: Any) -> None:
         super().__init__(opts, **kw)
         chain = self.addons.chain
         at = next(i for i, a in enumerate(chain) if isinstance(a, ScriptLoader))
-        chain.insert(at, self.addons.register(Chain(build())))
+        chain.insert(at, self.addons.register(build()))
 
 
 def _after_options(args: Any) -> dict[str, Any]:

@@ -105,7 +105,7 @@ class Runtime:
             if self.identity:
                 self.identity.default_group = engine.policy.default_group
             metrics.POLICY_RELOADS.labels(result="success").inc()
-            _settle_gc()
+            settle_gc()
             return True
 
     def _signature(self) -> str:
@@ -157,7 +157,7 @@ class Runtime:
                 signal.SIGHUP, lambda: threading.Thread(target=self.reload, args=("SIGHUP",), daemon=True).start())
         except (RuntimeError, NotImplementedError, ValueError):
             log.warning("SIGHUP reload unavailable on this platform")
-        _settle_gc()
+        settle_gc()
 
     def done(self) -> None:
         self._stop.set()
@@ -171,7 +171,7 @@ class Runtime:
             self._shipper.stop()  # after it has stored every line written
 
 
-def _settle_gc() -> None:
+def settle_gc() -> None:
     """Move what start-up (or a reload) built out of the cyclic collector's reach.
 
     mitmproxy, SQLAlchemy and the policy leave ~130k long-lived objects; without this every full

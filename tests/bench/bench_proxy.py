@@ -55,6 +55,8 @@ PAGE_SIZE = 12 * 1024
 ORIGIN_HOST = "localhost"  # a name, not an IP literal (the default policy blocks those for pupils)
 MITMDUMP = str(Path(sys.executable).with_name("mitmdump"))
 ESAFETY_MITMDUMP = run_command.MITMDUMP  # mitmdump with our add-ons built in, as `esafety proxy` runs it
+CORE_MITMDUMP = [sys.executable, "-c", "from proxy_addons.master import CoreMaster, main; main(master=CoreMaster)"]
+BARE, CORE = "mitmdump (bare)", "esafety core, no add-ons"
 POLICY = ROOT / "policies" / "aup.yaml"
 
 LUA = """
@@ -195,14 +197,17 @@ def local_origin(port: int) -> list[str]:
 
 
 def start_mitmdump(procs: list[subprocess.Popen], esafety: bool, name: str, origin: int,
-                   policy: Path = POLICY) -> int:
+                   policy: Path = POLICY, core: bool = False) -> int:
+    """Stock mitmdump (esafety False), esafety-mitmdump (True), or with core, esafety-mitmdump's
+    own mitmproxy (indexed event dispatch) without our add-ons."""
     d = WORK / name
     home = d / "home"
     if d.exists():
         shutil.rmtree(d)
     home.mkdir(parents=True)
     port = free_port()
-    cmd = [*(ESAFETY_MITMDUMP if esafety else [MITMDUMP]), "-q", "--listen-host", "127.0.0.1",
+    program = ESAFETY_MITMDUMP if esafety else CORE_MITMDUMP if core else [MITMDUMP]
+    cmd = [*program, "-q", "--listen-host", "127.0.0.1",
            "--listen-port", str(port), "--set", f"confdir={home / 'ca'}", "--set", "connection_strategy=lazy",
            "--set", "stream_large_bodies=8m"]
     env = dict(os.environ)
@@ -259,13 +264,13 @@ def wrk(wrk_bin: str, proxy_port: int, url: str, host: str, connections: int, se
 
 
 def paired_ratio(wrk_bin: str, ports: dict[str, int], url: str, host: str, pairs: int,
-                 seconds: float) -> list[float]:
-    """esafety / bare requests per second, from runs back to back; the order swaps each pair."""
+                 seconds: float, baseline: str = BARE) -> list[float]:
+    """esafety / baseline requests per second, from runs back to back; the order swaps each pair."""
     ratios = []
     for i in range(pairs):
-        order = ["mitmdump (bare)", "esafety"][:: 1 if i % 2 == 0 else -1]
+        order = [baseline, "esafety"][:: 1 if i % 2 == 0 else -1]
         rps = {name: wrk(wrk_bin, ports[name], url, host, 16, seconds)["rps"] for name in order}
-        ratios.append(rps["esafety"] / rps["mitmdump (bare)"])
+        ratios.append(rps["esafety"] / rps[baseline])
     return ratios
 
 
@@ -317,7 +322,8 @@ def run(quick: bool) -> dict[str, Any]:
         origin = start_nginx(procs, nginx_bin)
         url, host = f"http://{ORIGIN_HOST}:{origin}/page.html", f"{ORIGIN_HOST}:{origin}"
         ports: dict[str, int] = {}
-        ports["mitmdump (bare)"] = start_mitmdump(procs, False, "mitmdump-bare", origin)
+        ports[BARE] = start_mitmdump(procs, False, "mitmdump-bare", origin)
+        ports[CORE] = start_mitmdump(procs, False, "esafety-core", origin, core=True)
         ports["esafety"] = start_mitmdump(procs, True, "esafety", origin)
         ports["esafety, no phrase scan"] = start_mitmdump(procs, True, "esafety-no-scan", origin, no_scan_policy())
         e2g, squid = which("e2guardian"), which("squid")
@@ -342,8 +348,9 @@ def run(quick: bool) -> dict[str, Any]:
             except (OSError, RuntimeError) as exc:
                 notes.append(f"{name} left out: {exc}")
                 del ports[name]
-        if "esafety" not in ports:
-            raise RuntimeError(f"the esafety proxy did not serve the page: {tail(WORK / 'esafety' / 'mitmdump.log')}")
+        for needed in ("esafety", BARE, CORE):
+            if needed not in ports:
+                raise RuntimeError(f"{needed} did not serve the page: {tail(WORK / 'esafety' / 'mitmdump.log')}")
 
         def contender(port: int) -> Any:
             def measure() -> dict[str, float]:
@@ -360,52 +367,58 @@ def run(quick: bool) -> dict[str, Any]:
             f"+ {lat_windows} x 1s at 1 connection")
         res = alternate(rounds, {name: contender(port) for name, port in ports.items()},
                         log=lambda m: say(f"proxy: {m}"))
-        say(f"proxy: {pairs} pairs of {pair_s:.0f}s runs, esafety and bare mitmdump back to back")
-        ratios = paired_ratio(wrk_bin, ports, url, host, pairs, pair_s)
-        say(f"proxy: pair ratios {', '.join(f'{r:.3f}' for r in ratios)}")
-        both = {"mitmdump (bare)": ports["mitmdump (bare)"], "esafety": ports["esafety"]}
-        say(f"proxy: CPU per request, both served at once, {cpu_rounds} x {cpu_s:.0f}s")
-        cpu = cpu_per_request(wrk_bin, both, {"mitmdump (bare)": PIDS["mitmdump-bare"], "esafety": PIDS["esafety"]},
-                              url, host, cpu_rounds, cpu_s)
+        ratios: dict[str, list[float]] = {}
+        for baseline in (BARE, CORE):
+            say(f"proxy: {pairs} pairs of {pair_s:.0f}s runs, esafety and {baseline} back to back")
+            ratios[baseline] = paired_ratio(wrk_bin, ports, url, host, pairs, pair_s, baseline)
+            say(f"proxy: pair ratios {', '.join(f'{r:.3f}' for r in ratios[baseline])}")
+        served = {name: ports[name] for name in (BARE, CORE, "esafety")}
+        say(f"proxy: CPU per request, {', '.join(served)} served at once, {cpu_rounds} x {cpu_s:.0f}s")
+        cpu = cpu_per_request(wrk_bin, served, {BARE: PIDS["mitmdump-bare"], CORE: PIDS["esafety-core"],
+                                                "esafety": PIDS["esafety"]}, url, host, cpu_rounds, cpu_s)
         access_log = WORK / "esafety" / "home" / "log" / "access.jsonl"
         logged = sum(1 for _ in access_log.open()) if access_log.exists() else 0
-    ours, bare = res["esafety"], res["mitmdump (bare)"]
+    ours, bare, core = res["esafety"], res[BARE], res[CORE]
     for name, figures in res.items():
         if name not in ("esafety", "esafety, no phrase scan"):
             rows.append(row(bench, "requests/s, 16 connections", ours["rps"], "req/s", peer=figures["rps"],
                             peer_name=name))
-    rows.append(row(bench, "throughput esafety / bare mitmdump", median(ratios), "x", goal=(">=", 0.9),
-                    note=f"median of {len(ratios)} back-to-back pairs ({min(ratios):.2f}-{max(ratios):.2f}); "
-                    f"medians of the rounds above: {ours['rps'] / bare['rps']:.2f}"))
-    rows.append(row(bench, "CPU per request, served side by side", cpu["esafety"] * 1e6, "us",
-                    peer=cpu["mitmdump (bare)"] * 1e6, peer_name="mitmdump (bare)", better="lower",
-                    note="both at once at a capped rate; throughput-equivalent ratio "
-                    f"{cpu['mitmdump (bare)'] / cpu['esafety']:.3f} (the access-log shipper's CPU, another "
-                    "process, is not included: tests/bench/bench_shipper.py)"))
+    for baseline, goal, what in ((BARE, (">=", 0.9), "stock mitmdump, as the goal states"),
+                                 (CORE, None, "the same mitmproxy without our add-ons: what the add-ons cost")):
+        r = ratios[baseline]
+        rows.append(row(bench, f"throughput esafety / {baseline}", median(r), "x", goal=goal,
+                        note=f"{what}; median of {len(r)} back-to-back pairs ({min(r):.2f}-{max(r):.2f}); "
+                        f"medians of the rounds above: {ours['rps'] / res[baseline]['rps']:.2f}"))
+        rows.append(row(bench, "CPU per request, served side by side", cpu["esafety"] * 1e6, "us",
+                        peer=cpu[baseline] * 1e6, peer_name=baseline, better="lower",
+                        note="all at once at a capped rate; throughput-equivalent ratio "
+                        f"{cpu[baseline] / cpu['esafety']:.3f} (the access-log shipper's CPU, another "
+                        "process, is not included: tests/bench/bench_shipper.py)"))
     no_scan = res.get("esafety, no phrase scan")
     if no_scan:  # per-request cost at saturation (1 / throughput), split into add-ons and phrase scanning
         rows.append(row(bench, "add-on time per request, without phrase scanning",
-                        1000 / no_scan["rps"] - 1000 / bare["rps"], "ms", better="lower",
-                        note="1/throughput of esafety with scan_for: [] minus that of bare mitmdump"))
+                        1000 / no_scan["rps"] - 1000 / core["rps"], "ms", better="lower",
+                        note=f"1/throughput of esafety with scan_for: [] minus that of {CORE}"))
         rows.append(row(bench, "phrase scanning time per request (12 KB)", 1000 / ours["rps"] - 1000 / no_scan["rps"],
                         "ms", better="lower", note="1/throughput of esafety minus that with scan_for: []"))
-    rows.append(row(bench, "p50 latency, 1 connection", ours["p50_ms"], "ms", peer=bare["p50_ms"],
-                    peer_name="mitmdump (bare)", better="lower"))
-    rows.append(row(bench, "p99 latency, 1 connection", ours["p99_ms"], "ms", peer=bare["p99_ms"],
-                    peer_name="mitmdump (bare)", better="lower"))
-    rows.append(row(bench, "p99 added by our add-ons", ours["p99_ms"] - bare["p99_ms"], "ms", goal=("<", 2),
-                    better="lower", note="esafety p99 minus bare mitmdump p99, one connection (median of 1 s "
-                    f"windows; worst window: esafety {ours['worst_window_p99_ms']:.1f} ms, bare "
-                    f"{bare['worst_window_p99_ms']:.1f} ms)"))
+    for baseline, figures in ((BARE, bare), (CORE, core)):
+        rows.append(row(bench, "p50 latency, 1 connection", ours["p50_ms"], "ms", peer=figures["p50_ms"],
+                        peer_name=baseline, better="lower"))
+        rows.append(row(bench, "p99 latency, 1 connection", ours["p99_ms"], "ms", peer=figures["p99_ms"],
+                        peer_name=baseline, better="lower"))
+    rows.append(row(bench, "p99 added by our add-ons", ours["p99_ms"] - core["p99_ms"], "ms", goal=("<", 2),
+                    better="lower", note=f"esafety p99 minus {CORE} p99, one connection (median of 1 s "
+                    f"windows; worst window: esafety {ours['worst_window_p99_ms']:.1f} ms, without add-ons "
+                    f"{core['worst_window_p99_ms']:.1f} ms, stock mitmdump {bare['worst_window_p99_ms']:.1f} ms)"))
     for name in ("e2guardian", "squid"):
         if name in res:
             rows.append(row(bench, "p99 latency, 1 connection", ours["p99_ms"], "ms", peer=res[name]["p99_ms"],
                             peer_name=name, better="lower"))
     rows.append(row(bench, "p99 of the worst 1 s window, 1 connection", ours["worst_window_p99_ms"], "ms",
-                    peer=bare["worst_window_p99_ms"], peer_name="mitmdump (bare)", better="lower",
+                    peer=bare["worst_window_p99_ms"], peer_name=BARE, better="lower",
                     note="median over rounds of each round's worst window: stalls that the median of windows hides"))
     rows.append(row(bench, "p99 latency, 16 connections", ours["loaded_p99_ms"], "ms",
-                    peer=bare["loaded_p99_ms"], peer_name="mitmdump (bare)", better="lower"))
+                    peer=bare["loaded_p99_ms"], peer_name=BARE, better="lower"))
     if _workers_supported():
         notes.append("several workers (`--workers N`): see the proxy_scaling benchmark")
     else:

@@ -13,6 +13,9 @@ import struct
 import httpx
 import pytest
 
+from esafety.auth import hash_password
+from esafety.store.db import sessions
+from esafety.store.models import User
 from tests.conftest import ROOT, free_port
 from tests.integration.conftest import access_rows, wait_for
 from tests.support.proxy import start_proxy
@@ -216,6 +219,65 @@ def test_fail_closed_for_pupils_when_deciding_breaks(tmp_path):
         assert not p.origin.requests_to("www.example.org")
         assert _metric(_metrics(p), "esafety_proxy_errors_total", outcome="blocked") >= 1
         assert "simulated engine bug" in p.log()
+    finally:
+        p.stop()
+
+
+def _breaking(tmp_path, patch: str):
+    """A proxy with a test add-on that, once running, breaks our code as `patch` says (a bug)."""
+    breaker = tmp_path / "breaker.py"
+    breaker.write_text(
+        "from mitmproxy import ctx\n"
+        "import proxy_addons.filtering as filtering\n"
+        "from proxy_addons.runtime import Runtime\n"
+        "def boom(*a, **k):\n"
+        "    raise RuntimeError('simulated filter bug')\n"
+        "class Break:\n"
+        "    def running(self):\n"
+        "        rt = ctx.master.addons.get('esafety').part(Runtime)\n"
+        f"        {patch}\n"
+        "addons = [Break()]\n"
+    )
+    return start_proxy(tmp_path, extra=["-s", str(breaker)])
+
+
+def test_a_bug_anywhere_in_filtering_fails_closed_for_pupils_and_open_for_staff(tmp_path):
+    p = _breaking(tmp_path, "filtering._hosts = boom")  # after the user is known, before any decision
+    try:
+        with sessions(p.database_url)() as s:
+            s.add(User(username="mr.okafor", policy_group="staff", password_hash=hash_password("a long passphrase")))
+            s.commit()
+        with p.client() as c:
+            r = c.get("http://www.example.org/pupil")
+        assert r.status_code == 403 and "could not check this page" in r.text and "Reference" in r.text
+        assert not p.origin.requests_to("www.example.org")
+        with p.client(auth=("mr.okafor", "a long passphrase")) as c:
+            assert c.get("http://www.example.org/staff").status_code == 200, "staff: on_error allow"
+        def both_logged() -> dict | None:
+            found = {a.path: a for a in access_rows(p, "www.example.org")}
+            return found if {"/pupil", "/staff"} <= found.keys() else None
+
+        rows = wait_for(both_logged)
+        assert rows, "both requests are in the access log"
+        assert (rows["/pupil"].action, rows["/pupil"].rule) == ("block", "fail-closed")
+        assert (rows["/staff"].action, rows["/staff"].rule, rows["/staff"].username) == ("allow", "fail-open",
+                                                                                         "mr.okafor")
+        assert _metric(_metrics(p), "esafety_proxy_errors_total", outcome="blocked") >= 1
+        assert _metric(_metrics(p), "esafety_proxy_errors_total", outcome="allowed") >= 1
+    finally:
+        p.stop()
+
+
+def test_a_bug_before_the_client_is_known_still_blocks_and_logs(tmp_path):
+    p = _breaking(tmp_path, "rt.identity.resolve = boom")
+    try:
+        with p.client() as c:
+            r = c.get("http://www.example.org/who")
+        assert r.status_code == 403 and "Reference" in r.text
+        assert not p.origin.requests_to("www.example.org")
+        rows = wait_for(lambda: [a for a in access_rows(p, "www.example.org") if a.path == "/who"])
+        assert rows and (rows[0].action, rows[0].policy_group, rows[0].status) == ("block", "unknown", 403)
+        assert "simulated filter bug" in p.log()
     finally:
         p.stop()
 
