@@ -1,10 +1,11 @@
 """The esafety add-ons presented to mitmproxy as one add-on, each hook calling ours in order.
 
-Each add-on keeps one concern; this only changes how mitmproxy reaches them. mitmproxy walks every
-add-on object for every event (eight a request: four hooks, each followed by `update`) and rebuilds
-the hook's arguments for every method it calls; for eight separate objects under the script loader
-that cost ~30 us a request, measured inside mitmdump, about a sixth of all our per-request CPU. Here
-each hook is one attribute: our one handler itself, or a loop over the handlers.
+Each add-on keeps one concern; this only changes how mitmproxy reaches them. Stock mitmproxy walks
+every add-on object for every event (eight a request: four hooks, each followed by `update`) and
+rebuilds the hook's arguments for every method it calls; for eight separate objects under the
+script loader that cost ~30 us a request, measured inside mitmdump. Here each hook is one
+attribute: our one handler itself, or a loop over the handlers. (esafety-mitmdump goes further for
+all add-ons: proxy_addons/master.py.)
 
 A handler of a flow event that raises is logged and the next still runs (the access log records a
 response whichever check before it failed). On a request, response or CONNECT the failsafe first
