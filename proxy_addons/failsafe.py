@@ -43,13 +43,13 @@ class Failsafe:
             log.exception("add-on hook failed on a flow already refused",
                           extra={"fields": {"hook": hook, "handler": handler, "ref": st.ref}})
             return
-        if engine is not None and fails_open(engine, st, f"{handler} ({hook})"):
-            st.decision = st.decision or _OPEN
-            return
         if engine is None:  # not configured: nothing to decide with, so nothing goes through
             metrics.FAIL_CLOSED.labels(outcome="blocked").inc()
             log.exception(f"{handler} ({hook}) failed", extra={"fields": {"ref": st.ref}})
             st.blocked_by = "error"
+        elif fails_open(engine, st, f"{handler} ({hook})"):
+            st.decision = st.decision or _OPEN
+            return
         st.decision = _CLOSED
         if hook == "responseheaders":
             flow.kill()  # a streamed body's headers leave right after this hook: only a kill stops it

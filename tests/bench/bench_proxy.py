@@ -348,9 +348,9 @@ def run(quick: bool) -> dict[str, Any]:
             except (OSError, RuntimeError) as exc:
                 notes.append(f"{name} left out: {exc}")
                 del ports[name]
-        for needed in ("esafety", BARE, CORE):
+        for needed, folder in (("esafety", "esafety"), (BARE, "mitmdump-bare"), (CORE, "esafety-core")):
             if needed not in ports:
-                raise RuntimeError(f"{needed} did not serve the page: {tail(WORK / 'esafety' / 'mitmdump.log')}")
+                raise RuntimeError(f"{needed} did not serve the page: {tail(WORK / folder / 'mitmdump.log')}")
 
         def contender(port: int) -> Any:
             def measure() -> dict[str, float]:

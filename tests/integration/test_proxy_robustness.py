@@ -195,22 +195,31 @@ def test_the_addons_also_run_as_a_mitmdump_script(tmp_path):
         p.stop()
 
 
-def test_fail_closed_for_pupils_when_deciding_breaks(tmp_path):
-    # A policy whose schedule timezone breaks at decision time is impossible to write (the loader checks it),
-    # so the test breaks the engine the way a bug would: through a test add-on that corrupts it.
+def _breaking(tmp_path, *patches: str, bug: str = "simulated filter bug"):
+    """A proxy with a test add-on that, once running, breaks our code as `patches` say (a bug)."""
     breaker = tmp_path / "breaker.py"
     breaker.write_text(
         "from mitmproxy import ctx\n"
+        "import proxy_addons.filtering as filtering\n"
+        "from proxy_addons.content import ContentScan\n"
+        "from proxy_addons.downloads import Downloads\n"
         "from proxy_addons.runtime import Runtime\n"
+        "def boom(*a, **k):\n"
+        f"    raise RuntimeError({bug!r})\n"
         "class Break:\n"
         "    def running(self):\n"
-        "        rt = ctx.master.addons.get('esafety').part(Runtime)\n"
-        "        def boom(*a, **k):\n"
-        "            raise RuntimeError('simulated engine bug')\n"
-        "        rt.engine.decide = boom\n"
-        "addons = [Break()]\n"
+        "        chain = ctx.master.addons.get('esafety')\n"
+        "        rt = chain.part(Runtime)\n"
+        + "".join(f"        {patch}\n" for patch in patches)
+        + "addons = [Break()]\n"
     )
-    p = start_proxy(tmp_path, extra=["-s", str(breaker)])
+    return start_proxy(tmp_path, extra=["-s", str(breaker)])
+
+
+def test_fail_closed_for_pupils_when_deciding_breaks(tmp_path):
+    # A policy whose schedule timezone breaks at decision time is impossible to write (the loader checks it),
+    # so the test breaks the engine the way a bug would: through a test add-on that corrupts it.
+    p = _breaking(tmp_path, "rt.engine.decide = boom", bug="simulated engine bug")
     try:
         with p.client() as c:
             r = c.get("https://www.example.org/anything")
@@ -221,24 +230,6 @@ def test_fail_closed_for_pupils_when_deciding_breaks(tmp_path):
         assert "simulated engine bug" in p.log()
     finally:
         p.stop()
-
-
-def _breaking(tmp_path, patch: str):
-    """A proxy with a test add-on that, once running, breaks our code as `patch` says (a bug)."""
-    breaker = tmp_path / "breaker.py"
-    breaker.write_text(
-        "from mitmproxy import ctx\n"
-        "import proxy_addons.filtering as filtering\n"
-        "from proxy_addons.runtime import Runtime\n"
-        "def boom(*a, **k):\n"
-        "    raise RuntimeError('simulated filter bug')\n"
-        "class Break:\n"
-        "    def running(self):\n"
-        "        rt = ctx.master.addons.get('esafety').part(Runtime)\n"
-        f"        {patch}\n"
-        "addons = [Break()]\n"
-    )
-    return start_proxy(tmp_path, extra=["-s", str(breaker)])
 
 
 def test_a_bug_anywhere_in_filtering_fails_closed_for_pupils_and_open_for_staff(tmp_path):
@@ -285,21 +276,8 @@ def test_a_bug_before_the_client_is_known_still_blocks_and_logs(tmp_path):
 def test_a_failing_check_neither_lets_an_unscanned_page_through_nor_loses_the_log_line(tmp_path):
     # Two bugs at once, injected the way a bug would strike: the download check raises outright,
     # and the phrase scanner raises inside content scanning.
-    breaker = tmp_path / "breaker.py"
-    breaker.write_text(
-        "from mitmproxy import ctx\n"
-        "from proxy_addons.content import ContentScan\n"
-        "from proxy_addons.downloads import Downloads\n"
-        "def boom(*a, **k):\n"
-        "    raise RuntimeError('simulated check bug')\n"
-        "class Break:\n"
-        "    def running(self):\n"
-        "        chain = ctx.master.addons.get('esafety')\n"
-        "        chain.part(Downloads)._applies = boom\n"
-        "        chain.part(ContentScan).scanner = boom\n"
-        "addons = [Break()]\n"
-    )
-    p = start_proxy(tmp_path, extra=["-s", str(breaker)])
+    p = _breaking(tmp_path, "chain.part(Downloads)._applies = boom", "chain.part(ContentScan).scanner = boom",
+                  bug="simulated check bug")
     try:
         p.origin.route("/unscanned", "<p>a page nobody could check</p>")
         with p.client() as c:
