@@ -154,10 +154,19 @@ def test_firefox_doh_canary_gets_nxdomain(tmp_path):
     dns_port = free_port()
     p = start_proxy(tmp_path, extra=["--mode", "regular", "--mode", f"dns@{dns_port}"])
     try:
+        # The DNS listener may bind just after the HTTP one start_proxy waits for, and UDP drops a
+        # query sent before that: ask again, as a resolver does.
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            s.settimeout(5)
-            s.sendto(_dns_query("use-application-dns.net"), ("127.0.0.1", dns_port))
-            reply, _ = s.recvfrom(4096)
+            s.settimeout(1)
+            for _attempt in range(10):
+                s.sendto(_dns_query("use-application-dns.net"), ("127.0.0.1", dns_port))
+                try:
+                    reply, _ = s.recvfrom(4096)
+                    break
+                except TimeoutError:
+                    continue
+            else:
+                pytest.fail("no DNS answer in 10 tries")
         assert reply[:2] == b"\x12\x34"
         assert reply[3] & 0x0F == 3, "NXDOMAIN tells Firefox to keep DoH off"
     finally:
