@@ -8,7 +8,7 @@ PYTEST_WORKERS ?= 2
 
 .PHONY: run test lint bench bench-compare sysdeps clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py esafety/policy/_hostindex.c
 	test -d $(VENV) || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[test]'

@@ -2,10 +2,12 @@
 
 Building (compile) reads the lists and the compiled-index cache; deciding touches only memory.
 Order of a decision, top to bottom:
-  1. normalise the host; one index lookup gives its categories, exceptions and no-inspect bits;
-  2. add categories derived from the request itself (IP literal, DoH shape, web-proxy URL, URL lists);
+  1. normalise the host and look it up: one call into the C index gives its categories, exceptions
+     and no-inspect bits (IDNA names and IP literals are finished in Python);
+  2. add categories derived from the request itself (DoH shape, web-proxy URL, URL lists);
   3. a group exception allows outright;
-  4. the first rule for the group whose categories and schedule match decides;
+  4. the first rule for the group whose categories and schedule match decides: worked out once per
+     set of categories while the active schedules stay the same, then read from a table;
   5. allowed searches are made safe and matched against the safeguarding watch lists.
 """
 
@@ -14,9 +16,10 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import logging
+import re
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from itertools import chain
@@ -26,7 +29,7 @@ from zoneinfo import ZoneInfo
 from tqdm import tqdm
 
 from esafety.identity import Identity
-from esafety.policy.domainindex import DomainIndex
+from esafety.policy.domainindex import MARKS, NON_ASCII, DomainIndex
 from esafety.policy.lists import file_signature, normalise_domain, read_list
 from esafety.policy.model import Decision, Flag, Request
 from esafety.policy.schema import Action, Group, Policy, Rule
@@ -36,21 +39,40 @@ from esafety.policy.text import Matcher, fold
 log = logging.getLogger("esafety.policy")
 
 _DOH_TYPES = ("application/dns-message", "application/dns-json")
+_BLOCK, _ALLOW = Action.BLOCK, Action.ALLOW  # an enum member read through its class costs ~10x a global
+_BACKREF = re.compile(r"\\[1-9]|\(\?P=")
+_MAX_BITS = 62  # categories, no-inspect and exception sets; the index's two marks take the top bits
+_VERDICTS_MAX = 4096  # distinct category sets remembered per group (a handful in practice)
 
 
 def is_ip_literal(host: str) -> bool:
     """An address, not a name: also the forms the resolver reads as IPv4 (127.1, 2130706433,
     0x7f.0.0.1), which otherwise pass as names no list holds (a pupil's way round the IP rule)."""
+    host = host.strip("[]")
+    if ":" in host:
+        try:
+            ipaddress.IPv6Address(host)
+            return True
+        except ValueError:
+            return False
     try:
-        ipaddress.ip_address(host.strip("[]"))
-        return True
-    except ValueError:
-        pass
-    try:
-        socket.inet_aton(host)
+        socket.inet_aton(host)  # every IPv4 form ip_address reads, and the resolver's shorthands
         return True
     except OSError:
         return False
+
+
+def any_of(patterns: tuple[re.Pattern[str], ...]) -> Callable[[str], object] | None:
+    """One search for any of the patterns: one scan of the text instead of one per pattern."""
+    if not patterns:
+        return None
+    # Numbered back-references would point at another pattern's group once joined.
+    if not any(_BACKREF.search(p.pattern) for p in patterns):
+        try:
+            return re.compile("|".join(f"(?:{p.pattern})" for p in patterns), re.IGNORECASE).search
+        except re.error:  # e.g. a group name used twice, or a pattern's own global flags
+            pass
+    return lambda text: any(p.search(text) for p in patterns)
 
 
 class EngineError(Exception):
@@ -95,24 +117,20 @@ class Engine:
         self._download_checked = {g.name for g in policy.groups.values() if policy.downloads.block_for & g.lineage}
         self._watch = Matcher((t, wl) for wl in policy.watch_lists for t in wl.terms)
         self._tz = ZoneInfo(policy.timezone)
-        self._minute = -1
+        self._minute = -1.0
         self._active: frozenset[str] = frozenset()
-        self._cache: dict[tuple[int, int], Decision] = {}
-        self.allow_default = Decision(Action.ALLOW, "uncategorised", "default", "")
         # Hot-path constants, so deciding reads locals and one dict instead of attribute chains.
+        self._classify = index.classify
         self._cat_mask = self._no_inspect_bit - 1
         self._ip_bit, self._doh_bit = self._bit["ip_literal"], self._bit["doh"]
         self._web_proxy_bit = self._bit["web_proxies"]
         self._doh_by_shape = policy.circumvention.doh_by_shape
-        self._web_proxy_patterns = tuple(policy.circumvention.web_proxy_patterns)
-        # Category bits any of a group's rules can match (-1: a rule without categories matches all):
-        # a request outside them skips the rule walk and takes the default.
-        self._may_match = {g: -1 if any(not cr.mask for cr in rules) else sum_bits(cr.mask for cr in rules)
-                           for g, rules in self._rules.items()}
+        self._web_proxy_url = any_of(policy.circumvention.web_proxy_patterns)
         self._defaults = {name: Decision(Action.ALLOW, name, "default", "") for name in cats}
-        # Per group, everything deciding needs, in one lookup: (group, exception bits, may_match, rules).
-        self._group_info = {g.name: (g, self._exceptions_for[g.name], self._may_match[g.name], self._rules[g.name])
-                            for g in policy.groups.values()}
+        # Per group, everything deciding needs, in one lookup: (group, exception bits, verdicts, rules).
+        # verdicts: category bits -> the rules' decision under the active schedules (see _roll).
+        self._group_info: dict[str, tuple[Group, int, dict[int, Decision], tuple[_CompiledRule, ...]]] = {
+            g.name: (g, self._exceptions_for[g.name], {}, self._rules[g.name]) for g in policy.groups.values()}
         self._default_info = self._group_info[policy.default_group]
 
     # -- build ---------------------------------------------------------------------------------
@@ -132,8 +150,8 @@ class Engine:
         lists maps the cached file instead of re-reading millions of lines.
         """
         cats = list(policy.categories)
-        if len(cats) + 1 + len(policy.exceptions) > 64:
-            raise EngineError("at most 63 categories and group exception sets together")
+        if len(cats) + 1 + len(policy.exceptions) > _MAX_BITS:
+            raise EngineError(f"at most {_MAX_BITS - 1} categories and group exception sets together")
         sources = _sources(policy, lists_dir)
         sig = hashlib.sha256()
         for cat, path, fmt in sources:
@@ -182,7 +200,7 @@ class Engine:
             items.extend((d, no_inspect_bit) for d in map(normalise_domain, policy.no_inspect) if d)
             for i, (_g, doms) in enumerate(sorted(policy.exceptions.items())):
                 items.extend((d, 1 << (len(cats) + 1 + i)) for d in map(normalise_domain, doms) if d)
-            index = DomainIndex.build(chain(((d, b) for ds, b in lists for d in ds), items),
+            index = DomainIndex.build(chain(lists, (([d], b) for d, b in items)),
                                       count=sum(len(ds) for ds, _b in lists) + len(items))
             del lists
             if cache_file and meta_file:
@@ -207,71 +225,86 @@ class Engine:
 
     def categories_of(self, req: Request) -> tuple[str, int]:
         """(normalised host, category and marker bits) for a request."""
-        host = req.host.lower().rstrip(".")
-        if not host.isascii():
-            host = normalise_domain(host) or host
-        # Only what may be an address is parsed: a trailing digit (no top-level domain has one), an
-        # IPv6 colon, or a hex part (0x7f.0xa).
-        if host and (host[-1].isdigit() or ":" in host or "0x" in host) and is_ip_literal(host):
-            bits = self._ip_bit
-        else:
-            bits = self.index.lookup(host)
+        host, bits = self._classify(req.host)
+        if bits & MARKS:
+            host, bits = self._unusual_host(host, bits)
+        path, query = req.path, req.query
         prefixes = self._url_prefixes.get(host)
         if prefixes:
-            path = req.path.lower()
+            low = path.lower()
             for prefix, b in prefixes:
-                if path.startswith(prefix):
+                if low.startswith(prefix):
                     bits |= b
         if self._regexes:
-            target = f"{host}{req.path}?{req.query}"
+            target = f"{host}{path}?{query}"
             for rx, b in self._regexes:
                 if rx.search(target):
                     bits |= b
         if self._doh_by_shape and (
-            req.path.endswith("/dns-query") or (req.content_type and req.content_type.startswith(_DOH_TYPES))
+            path.endswith("/dns-query") or (req.content_type and req.content_type.startswith(_DOH_TYPES))
             or (req.accept and req.accept.startswith(_DOH_TYPES))
         ):
             bits |= self._doh_bit
-        if req.query:
-            target = f"{req.path}?{req.query}"
-            for rx in self._web_proxy_patterns:
-                if rx.search(target):
-                    bits |= self._web_proxy_bit
-                    break
+        # CGIProxy and friends put the target in the path (/nph-proxy.cgi/...), others in the query.
+        web_proxy_url = self._web_proxy_url
+        if web_proxy_url and web_proxy_url(f"{path}?{query}" if query else path):
+            bits |= self._web_proxy_bit
         return host, bits
 
+    def _unusual_host(self, host: str, mark: int) -> tuple[str, int]:
+        """The hosts the index's classify leaves to Python: names that need IDNA, and what may be
+        an address (a trailing digit, a colon, "0x"), including the forms only the resolver reads."""
+        if mark & NON_ASCII:
+            host = host.lower().rstrip(".")
+            host = normalise_domain(host) or host
+            if not (host and (host[-1].isdigit() or ":" in host or "0x" in host)):
+                return host, self.index.lookup(host)
+        return host, self._ip_bit if is_ip_literal(host) else self.index.lookup(host)
+
     def decide(self, req: Request, who: Identity, now: float | None = None) -> Decision:
-        group, exceptions, may_match, rules = self._group_info.get(who.group) or self._default_info
+        group, exceptions, verdicts, rules = self._group_info.get(who.group) or self._default_info
         host, bits = self.categories_of(req)
         if bits & exceptions:
             owner = self._exception_owner[(bits & exceptions) & -(bits & exceptions)]  # may be a parent group's
             return Decision(Action.ALLOW, self._first_category(bits) or "exception", f"exception:{owner}", "")
+        minute = (time.time() if now is None else now) // 60
+        if minute != self._minute:
+            self._roll(minute)
         cat_bits = bits & self._cat_mask or self._uncategorised
-        if cat_bits & may_match:
-            active = self._active_schedules(time.time() if now is None else now)
-            for cr in rules:
-                hit = cat_bits & cr.mask if cr.mask else cat_bits
-                if not hit:
-                    continue
-                if (cr.when and cr.when not in active) or (cr.unless and cr.unless in active):
-                    continue
-                d = self._cached(hit, cr)
-                if d.action is Action.BLOCK:
-                    return d
-                return self._allowed(req, host, group, d)
-        d = self._defaults[self._cat_names[(cat_bits & -cat_bits).bit_length() - 1]]
-        if not req.query and "youtube" not in host:  # _allowed's own first test, without the call
+        d = verdicts.get(cat_bits) or self._verdict(verdicts, rules, cat_bits)
+        if d.action is _BLOCK or (not req.query and "youtube" not in host):  # _allowed's own first test
             return d
         return self._allowed(req, host, group, d)
 
-    def _cached(self, hit: int, cr: _CompiledRule) -> Decision:
-        """The (immutable, shared) decision of a rule for the categories it matched."""
-        key = (id(cr), hit)
-        d = self._cache.get(key)
-        if d is None:
-            category = self._cat_names[(hit & -hit).bit_length() - 1]
-            d = self._cache[key] = Decision(cr.rule.action, category, cr.rule.id, cr.rule.clause)
+    def _verdict(self, verdicts: dict[int, Decision], rules: tuple[_CompiledRule, ...], cat_bits: int) -> Decision:
+        """The first of a group's rules whose categories and schedule match, else the default; kept
+        in the group's table until the active schedules change."""
+        active = self._active
+        for cr in rules:
+            hit = cat_bits & cr.mask if cr.mask else cat_bits
+            if not hit or (cr.when and cr.when not in active) or (cr.unless and cr.unless in active):
+                continue
+            d = Decision(cr.rule.action, self._cat_names[(hit & -hit).bit_length() - 1], cr.rule.id, cr.rule.clause)
+            break
+        else:
+            d = self._defaults[self._cat_names[(cat_bits & -cat_bits).bit_length() - 1]]
+        if len(verdicts) >= _VERDICTS_MAX:
+            verdicts.clear()
+        verdicts[cat_bits] = d
         return d
+
+    def _roll(self, minute: float) -> None:
+        """A new minute (or a time asked out of order): the active schedules again, and the
+        remembered verdicts dropped if they changed."""
+        local = datetime.fromtimestamp(minute * 60, self._tz)
+        t, day = local.time(), local.weekday()
+        active = frozenset(s.name for s in self.policy.schedules.values()
+                           if any(day in w.days and w.start <= t < w.end for w in s.windows))
+        if active != self._active:
+            self._active = active
+            for _g, _exceptions, verdicts, _rules in self._group_info.values():
+                verdicts.clear()
+        self._minute = minute
 
     def _allowed(self, req: Request, host: str, group: Group, d: Decision) -> Decision:
         """Safe search and the search-term watch lists apply to whatever was let through."""
@@ -290,9 +323,9 @@ class Engine:
         if not rewrite and not flags:
             return d
         action = d.action
-        if flags and action is Action.ALLOW:
+        if flags and action is _ALLOW:
             action = Action.FLAG
-        elif rewrite and action is Action.ALLOW:
+        elif rewrite and action is _ALLOW:
             action = Action.REWRITE
         category = flags[0].category if flags else d.category
         return Decision(action, category, d.rule, d.clause, d.flags + flags, rewrite)
@@ -314,27 +347,8 @@ class Engine:
         cat_bits = bits & (self._no_inspect_bit - 1)
         return self._cat_names[(cat_bits & -cat_bits).bit_length() - 1] if cat_bits else None
 
-    def _active_schedules(self, now: float) -> frozenset[str]:
-        minute = int(now // 60)
-        if minute != self._minute:
-            local = datetime.fromtimestamp(now, self._tz)
-            t, day = local.time(), local.weekday()
-            self._active = frozenset(
-                s.name for s in self.policy.schedules.values()
-                if any(day in w.days and w.start <= t < w.end for w in s.windows)
-            )
-            self._minute = minute
-        return self._active
-
     def category_bits(self) -> dict[str, int]:
         return dict(self._bit)
-
-
-def sum_bits(masks: Iterator[int]) -> int:
-    out = 0
-    for m in masks:
-        out |= m
-    return out
 
 
 def _sources(policy: Policy, lists_dir: Path | None) -> list[tuple[str, str, str]]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from urllib.parse import parse_qsl
+from urllib.parse import unquote_plus
 
 from esafety.policy.model import Rewrite
 
@@ -46,19 +46,30 @@ def search_query(engine: str, path: str, query: str) -> str | None:
     if engine == "youtube" and not path.startswith("/results"):
         return None
     want = _QUERY_PARAM[engine]
-    for k, v in parse_qsl(query, keep_blank_values=False):
-        if k == want or (engine == "other" and k in ("text", "wd", "query")):
-            return v
+    # As parse_qsl reads it (names unquoted too: %71= is q=, as the engine reads it), but only the
+    # value wanted is decoded.
+    for pair in query.split("&"):
+        k, eq, v = pair.partition("=")
+        if "%" in k or "+" in k:
+            k = unquote_plus(k)
+        if v and (k == want or (engine == "other" and k in ("text", "wd", "query"))):
+            return unquote_plus(v) if "%" in v or "+" in v else v
     return None
+
+
+_GOOGLE_SAFE = Rewrite(params=(("safe", "active"),))
+_BING_SAFE = Rewrite(params=(("adlt", "strict"),))
+_DUCKDUCKGO_SAFE = Rewrite(params=(("kp", "1"),))
+_YOUTUBE_RESTRICT = {level: Rewrite(headers=(("YouTube-Restrict", level),)) for level in ("Strict", "Moderate")}
 
 
 def safe_search_rewrite(engine: str, path: str, youtube_restrict: str | None) -> Rewrite | None:
     if engine == "google" and path.startswith(_GOOGLE_PATHS):
-        return Rewrite(params=(("safe", "active"),))
+        return _GOOGLE_SAFE
     if engine == "bing" and "search" in path:
-        return Rewrite(params=(("adlt", "strict"),))
+        return _BING_SAFE
     if engine == "duckduckgo":
-        return Rewrite(params=(("kp", "1"),))
+        return _DUCKDUCKGO_SAFE
     if engine == "youtube" and youtube_restrict:
-        return Rewrite(headers=(("YouTube-Restrict", youtube_restrict),))
+        return _YOUTUBE_RESTRICT.get(youtube_restrict) or Rewrite(headers=(("YouTube-Restrict", youtube_restrict),))
     return None

@@ -99,6 +99,10 @@ def test_doh_is_recognised_by_its_shape_on_an_unlisted_host(engine: Engine):
 def test_web_proxy_urls_are_recognised_by_pattern(engine: Engine):
     d = ask(engine, "https://free-unblocker.example/browse.php?u=https%3A%2F%2Fwww.pornhub.com", "year9")
     assert (d.action, d.category, d.clause) == (Action.BLOCK, "web_proxies", "A3")
+    # CGIProxy carries its target in the path, with no query at all.
+    d = ask(engine, "http://unblock.example/cgi-bin/nph-proxy.cgi/000100A/http/www.pornhub.com/", "year9")
+    assert (d.action, d.category) == (Action.BLOCK, "web_proxies")
+    assert ask(engine, "https://www.bbc.co.uk/news/proxy-wars", "year9").action is Action.ALLOW
 
 
 def test_safe_search_is_forced_and_watch_terms_flag(engine: Engine):
@@ -120,8 +124,10 @@ def test_no_inspect_hosts_and_their_subdomains(engine: Engine):
 
 
 def test_decisions_do_not_depend_on_earlier_requests(engine: Engine):
+    # Verdicts are remembered per set of active schedules: a change of schedule, either way, shows.
     first = ask(engine, "https://www.instagram.com/", "year12", LESSON)
-    ask(engine, "https://www.instagram.com/", "year12", LUNCH)
+    assert first.action is Action.BLOCK
+    assert ask(engine, "https://www.instagram.com/", "year12", LUNCH).action is Action.ALLOW
     assert ask(engine, "https://www.instagram.com/", "year12", LESSON) == first
 
 

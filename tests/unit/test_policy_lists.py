@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 
-from esafety.policy.domainindex import DomainIndex
 from esafety.policy.lists import normalise_domain, read_list
 
 
@@ -71,31 +70,3 @@ def test_unknown_format_is_refused(tmp_path: Path):
 ])
 def test_normalise_domain(raw: str, want: str | None):
     assert normalise_domain(raw) == want
-
-
-def test_domain_index_matches_parents_and_survives_save_and_load(tmp_path: Path):
-    entries = [("example.com", 1), ("ads.example.com", 2), ("example.org", 4), ("com", 8)]
-    built = DomainIndex.build(entries)
-    path = tmp_path / "idx"
-    built.save(path)
-    for index in (built, DomainIndex.load(path)):
-        assert index.lookup("example.com") == 1 | 8
-        assert index.lookup("x.ads.example.com") == 1 | 2 | 8
-        assert index.lookup("example.org") == 4
-        assert index.lookup("notexample.org") == 0
-        assert index.lookup("org") == 0
-        assert len(index) == 4
-
-
-def test_domain_index_merges_bits_for_the_same_domain_and_scales(tmp_path: Path):
-    domains = [f"site{i}.example" for i in range(50_000)]
-    index = DomainIndex.build([(d, 1) for d in domains] + [("site7.example", 2)])
-    assert index.lookup("www.site7.example") == 3
-    assert all(index.lookup(d) == 1 for d in domains[:100] if d != "site7.example")
-    assert index.lookup("site50000.example") == 0
-
-
-def test_a_corrupt_index_file_is_refused(tmp_path: Path):
-    bad = write(tmp_path, "broken.idx", "not an index at all, just text" * 10)
-    with pytest.raises(ValueError, match="not a compiled"):
-        DomainIndex.load(bad)
