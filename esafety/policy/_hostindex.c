@@ -178,9 +178,18 @@ static PyObject *Table_lookup(Table *self, PyObject *host)
 {
     Py_ssize_t len;
     const char *s = PyUnicode_AsUTF8AndSize(host, &len);
-    if (!s)
+    if (s)
+        return PyLong_FromUnsignedLongLong(lookup_bytes(self, (const unsigned char *)s, (size_t)len));
+    if (!PyErr_ExceptionMatches(PyExc_UnicodeEncodeError))
         return NULL;
-    return PyLong_FromUnsignedLongLong(lookup_bytes(self, (const unsigned char *)s, (size_t)len));
+    /* Lone surrogates (undecodable bytes in a hostile Host): its parents are still plain names. */
+    PyErr_Clear();
+    PyObject *b = PyUnicode_AsEncodedString(host, "utf-8", "surrogatepass");
+    if (!b)
+        return NULL;
+    uint64_t bits = lookup_bytes(self, (const unsigned char *)PyBytes_AS_STRING(b), (size_t)PyBytes_GET_SIZE(b));
+    Py_DECREF(b);
+    return PyLong_FromUnsignedLongLong(bits);
 }
 
 /* classify(host) -> (normalised host, bits): lower-cased, trailing dots gone, then looked up. A

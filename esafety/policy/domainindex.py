@@ -105,7 +105,7 @@ class PyTable:
         return 0
 
     def lookup(self, host: str) -> int:
-        b = host.encode()
+        b = host.encode("utf-8", "surrogatepass")  # lone surrogates: a hostile Host's undecodable bytes
         # Suffixes start at offsets <= end; without single-label entries, the top-level label is skipped.
         end = len(b) if self.single_label else b.rfind(b".")
         if end < 0:

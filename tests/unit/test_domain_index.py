@@ -90,6 +90,7 @@ def test_c_and_python_agree_on_hostile_hosts_and_read_each_others_files(tmp_path
     hosts = listed + [h.upper() + "." for h in listed[:200]] + [f"x.{h}" for h in listed[:200]] + [
         "", ".", "..", "a..b", "intranet", "INTRANET.", "x.intranet", "a" * 5000 + ".n1.example", "\x00n1.example",
         "n1.example\x00", "0x7f.0.0.1", "1.2.3.4", "::ffff:1.2.3.4", "ex ample.com", "münchen.de", "n1.example:80",
+        "\udcff.n1.example", "x.\ud800",
         "".join(rng.choice("abc.-0Xx:") for _ in range(40)),
     ] + ["".join(rng.choice("ab.xX0:-") for _ in range(rng.randrange(12))) for _ in range(2000)]
     for h in hosts:

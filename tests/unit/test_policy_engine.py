@@ -44,6 +44,9 @@ def test_harmful_content_is_blocked_for_pupils_with_its_rule_and_clause(engine: 
 def test_subdomains_inherit_the_category_but_lookalikes_do_not(engine: Engine):
     assert ask(engine, "https://cdn.eu.pornhub.com/", "year9").action is Action.BLOCK
     assert ask(engine, "https://notpornhub.com/", "year9").action is Action.ALLOW
+    # A label of undecodable bytes (kept as lone surrogates) still has a listed parent.
+    d = engine.decide(Request("GET", "https", "\udcff.pornhub.com", 443, "/"), Identity("amy", "year9"), LESSON)
+    assert (d.action, d.category) == (Action.BLOCK, "pornography")
 
 
 def test_unknown_clients_get_the_strictest_group_and_an_unknown_group_falls_back(engine: Engine):
