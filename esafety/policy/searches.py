@@ -71,5 +71,5 @@ def safe_search_rewrite(engine: str, path: str, youtube_restrict: str | None) ->
     if engine == "duckduckgo":
         return _DUCKDUCKGO_SAFE
     if engine == "youtube" and youtube_restrict:
-        return _YOUTUBE_RESTRICT.get(youtube_restrict) or Rewrite(headers=(("YouTube-Restrict", youtube_restrict),))
+        return _YOUTUBE_RESTRICT[youtube_restrict]  # the loader admits only these two levels
     return None
