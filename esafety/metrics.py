@@ -52,6 +52,30 @@ NOTIFICATION_FAILURES = Counter("esafety_notification_failures_total", "Failed n
 INCIDENT_ESCALATIONS = Counter("esafety_incident_escalations_total", "Unacknowledged incidents escalated on call",
                                ["level"])
 
+# -- identity (esafety/identity/) ---------------------------------------------------------------------
+PROXY_AUTH = Counter("esafety_proxy_auth_total", "Proxy sign-in attempts verified, by method and result "
+                     "(method: basic_local | basic_directory | negotiate; result: ok | rejected | error | cached)",
+                     ["method", "result"])
+PROXY_AUTH_SECONDS = Histogram("esafety_proxy_auth_seconds", "Time to verify one proxy credential (cache misses)",
+                               ["method"], buckets=(1e-4, 5e-4, 1e-3, 5e-3, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10))
+PROXY_AUTH_CHALLENGES = Counter("esafety_proxy_auth_challenges_total",
+                                "Unidentified clients asked to sign in, by how (challenge: 407, portal: redirect)",
+                                ["how"])
+IDENTITY_BINDINGS = Gauge("esafety_identity_bindings", "Client IPs bound to a person, by source "
+                          "(agent, wifi, radius, portal, static)", ["source"])
+IDENTITY_PEOPLE = Gauge("esafety_identity_people", "Active people the proxy knows, by source (roster, directory, local)",
+                        ["source"])
+IDENTITY_REFRESH_FAILURES = Counter("esafety_identity_refresh_failures_total",
+                                    "Failed reloads of the identity tables (the last good tables stay in use)")
+IDENTITY_SYNC_LAST_OK = Gauge("esafety_identity_sync_last_ok",
+                              "Whether the newest roster import / directory sync was applied (1) or refused (0)",
+                              ["source"])
+IDENTITY_SYNC_LAST_SUCCESS = Gauge("esafety_identity_sync_last_success_timestamp_seconds",
+                                   "When a roster import / directory sync last succeeded", ["source"])
+RADIUS_PACKETS = Counter("esafety_radius_packets_total", "RADIUS accounting packets, by status type and result "
+                         "(ok | bad_authenticator | unknown_client | malformed | store_error)", ["status", "result"])
+PORTAL_SIGNINS = Counter("esafety_portal_signins_total", "Captive-portal sign-ins, by result", ["result"])
+
 # -- sensor -------------------------------------------------------------------------------------------
 SENSOR_PACKETS = Counter("esafety_sensor_packets_total", "Frames the network sensor read")
 SENSOR_FLOWS = Counter("esafety_sensor_flows_total", "Flows the network sensor tracked")

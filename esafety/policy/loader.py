@@ -14,6 +14,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import yaml
 
 from esafety.policy.compliance_section import read_compliance
+from esafety.policy.identity_section import read_identity
 from esafety.policy.lists import FORMATS
 from esafety.policy.schema import (
     KCSIE,
@@ -40,7 +41,7 @@ from esafety.policy.schema import (
 # Top-level keys; a misspelt one must not be ignored silently. `sensor` belongs to agent/sensor/config.py.
 SECTIONS = ("school", "timezone", "default_group", "clauses", "groups", "schedules", "categories", "rules",
             "exceptions", "no_inspect", "safe_search", "circumvention", "downloads", "phrases", "search_watch",
-            "routing", "notifications", "compliance", "retention", "sensor")
+            "routing", "notifications", "compliance", "identity", "retention", "sensor")
 DAYS = {"mon": 0, "tue": 1, "wed": 2, "thu": 3, "fri": 4, "sat": 5, "sun": 6}
 _RANGE = re.compile(r"^(\d{1,2}):(\d{2})-(\d{1,2}):(\d{2})$")
 
@@ -469,6 +470,7 @@ def _build(doc: _Doc, path: Path, text: str) -> Policy | None:  # noqa: C901 - o
 
     no_inspect = tuple(x.lower() for x in r.str_list(d, (), "no_inspect"))
     compliance = read_compliance(doc, r, d)
+    identity = read_identity(doc, d, set(groups), base)
     if doc.errors:
         return None
     return Policy(
@@ -477,5 +479,5 @@ def _build(doc: _Doc, path: Path, text: str) -> Policy | None:  # noqa: C901 - o
         rules=tuple(rules), exceptions=exceptions, no_inspect=no_inspect, safe_search=safe_search,
         circumvention=circumvention, downloads=downloads, phrases=phrases, watch_lists=tuple(watch),
         routing=tuple(routes), default_queue=default_queue or "it_services", notifications=notifications,
-        retention=retention, compliance=compliance,
+        retention=retention, compliance=compliance, identity=identity,
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import time
 
 
@@ -173,6 +173,84 @@ class Compliance:
 
 
 @dataclass(frozen=True)
+class RosterSettings:
+    """How an MIS export (esafety roster import) maps to policy groups."""
+
+    year_groups: dict[int, str] = field(default_factory=dict)  # NC year -> policy group
+    max_retire_share: float = 0.2  # refuse an import that would retire more of the roster than this
+
+
+@dataclass(frozen=True)
+class GroupMapping:
+    dn: str  # a directory group's DN (compared case-insensitively)
+    group: str  # the policy group its members get
+
+
+@dataclass(frozen=True)
+class DirectorySettings:
+    """LDAP / Active Directory (esafety directory sync, and Basic sign-in by LDAP bind)."""
+
+    url: str  # ldap://host:389 or ldaps://host:636
+    bind_dn: str
+    bind_password_file: str | None  # the service account's password, in a root-only file
+    start_tls: bool
+    ca_file: str | None
+    user_bases: tuple[str, ...]  # OUs searched for people
+    user_filter: str
+    username_attribute: str  # sAMAccountName (AD) | uid (OpenLDAP)
+    display_name_attribute: str
+    email_attribute: str
+    upn_attribute: str | None  # the attribute holding the pupil's UPN, when the school keeps one there
+    member_attribute: str  # a group's members: member (AD, groupOfNames) | uniqueMember | memberUid
+    groups: tuple[GroupMapping, ...]  # first match wins
+    default_group: str | None  # people in user_bases with no mapped group (None: not synced)
+    page_size: int = 500
+    timeout_seconds: int = 10
+    max_disable_share: float = 0.2  # refuse a sync that would disable more people than this share
+
+
+@dataclass(frozen=True)
+class ProxyAuthSettings:
+    basic: str = "local"  # off | local (the store's argon2 passwords) | directory (LDAP bind)
+    negotiate: bool = False  # Kerberos single sign-on (SPNEGO)
+    keytab: str | None = None
+    principal: str | None = None  # the service principal to accept as; None: any in the keytab
+    realms: tuple[str, ...] = ()  # accepted client realms; empty: any the keytab's KDC vouches for
+    cache_seconds: int = 300  # a verified Basic credential is trusted this long without a new bind
+
+
+@dataclass(frozen=True)
+class PortalSettings:
+    session_seconds: int = 8 * 3600  # how long a captive-portal sign-in binds the client IP
+    bypass: tuple[str, ...] = ()  # hosts reachable before sign-in (OS connectivity checks, OCSP)
+
+
+@dataclass(frozen=True)
+class RadiusSettings:
+    listen: str = "0.0.0.0:1813"
+    secret_file: str | None = None
+    clients: tuple[str, ...] = ()  # NAS addresses or CIDR ranges allowed to send accounting
+    binding_seconds: int = 12 * 3600  # a Start without Interim-Update binds this long
+
+
+UNIDENTIFIED = ("default", "challenge", "portal")
+
+
+@dataclass(frozen=True)
+class IdentitySettings:
+    """The `identity:` section: where people come from and how the proxy knows them."""
+
+    # A client the proxy cannot identify: filtered as the default group (default), asked to sign in
+    # by the browser (challenge: 407 with Negotiate/Basic, explicit proxy), or sent to the sign-in page (portal).
+    unidentified: str = "default"
+    roster: RosterSettings = RosterSettings()
+    directory: DirectorySettings | None = None
+    proxy_auth: ProxyAuthSettings = ProxyAuthSettings()
+    portal: PortalSettings = PortalSettings()
+    radius: RadiusSettings = RadiusSettings()
+
+
+@dataclass(frozen=True)
 class Policy:
     source: str
     digest: str
@@ -196,6 +274,7 @@ class Policy:
     notifications: Notifications
     retention: Retention
     compliance: Compliance = Compliance()
+    identity: IdentitySettings = IdentitySettings()
 
     def clause_text(self, clause_id: str) -> str:
         c = self.clauses.get(clause_id)

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Index, Integer, String, Text, false
+from sqlalchemy import JSON, BigInteger, Boolean, Date, DateTime, Index, Integer, String, Text, false
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -30,18 +30,40 @@ class User(Base):
     password_hash: Mapped[str | None] = mapped_column(String(200), nullable=True)
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Added by migration identity_0001 (esafety/identity/): where the person comes from and their
+    # place in the school. `source` owns the record: roster (the MIS export), directory (LDAP/AD
+    # sync) or local (esafety users add); an import never touches another source's people.
+    source: Mapped[str] = mapped_column(String(16), default="local", server_default="local")
+    upn: Mapped[str | None] = mapped_column(String(32), nullable=True)  # DfE unique pupil number
+    admission_no: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    year_group: Mapped[int | None] = mapped_column(Integer, nullable=True)  # NC year: 7 = Year 7
+    tutor_group: Mapped[str] = mapped_column(String(32), default="", server_default="")
+    directory_dn: Mapped[str | None] = mapped_column(String(500), nullable=True)  # the LDAP entry it binds as
+    leaving_date: Mapped[date | None] = mapped_column(Date, nullable=True)
+    retired_at: Mapped[datetime | None] = mapped_column(nullable=True)  # left the roster or directory
+    updated_at: Mapped[datetime | None] = mapped_column(nullable=True)  # any change by an import
+
+    __table_args__ = (Index("ix_users_year_tutor", "year_group", "tutor_group"),
+                      Index("ix_users_source", "source"),
+                      Index("uq_users_upn", "upn", unique=True),  # NULLs do not collide
+                      Index("uq_users_admission_no", "admission_no", unique=True))
 
 
 class IpBinding(Base):
-    """Who is behind a client IP right now: fed by agents, WiFi registrations and proxy auth."""
+    """Who is behind a client IP right now: fed by agents, WiFi registrations, RADIUS accounting
+    (802.1X sign-ins) and the captive portal."""
 
     __tablename__ = "ip_bindings"
     ip: Mapped[str] = mapped_column(String(45), primary_key=True)
     username: Mapped[str] = mapped_column(String(120))
     device: Mapped[str | None] = mapped_column(String(120), nullable=True)
-    source: Mapped[str] = mapped_column(String(16))  # agent | wifi | static
+    source: Mapped[str] = mapped_column(String(16))  # agent | wifi | static | radius | portal
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    # Added by identity_0001: the session that made the binding (RADIUS Acct-Session-Id, portal
+    # session), so a Stop ends only its own binding, and the NAS that reported it.
+    session_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    nas: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
 
 class AccessLog(Base):

@@ -14,6 +14,7 @@ from sqlalchemy import inspect
 
 # The same imports as the migrations' env.py: every module that puts tables on Base.
 import esafety.compliance.tables  # noqa: F401
+import esafety.identity.tables  # noqa: F401
 import esafety.incidents.tables  # noqa: F401
 import esafety.registrations.tables  # noqa: F401
 import esafety.webauth  # noqa: F401

@@ -7,6 +7,7 @@ from esafety.store.models import Base
 import esafety.incidents.tables, esafety.webauth  # noqa: F401,E401 - incident workflow tables (autogenerate)
 import esafety.registrations.tables  # noqa: F401 - WiFi registration tables (autogenerate)
 import esafety.compliance.tables  # noqa: F401 - device compliance tables (autogenerate)
+import esafety.identity.tables  # noqa: F401 - roster and directory sync history (autogenerate)
 
 config = context.config
 target_metadata = Base.metadata
