@@ -4,6 +4,7 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 SYSDEPS := .venv/.sysdeps
+KRBSTAMP := $(VENV)/.kerberos
 PYTEST_WORKERS ?= 2
 
 .PHONY: run test lint bench bench-compare sysdeps clean
@@ -19,10 +20,15 @@ $(SYSDEPS): scripts/install-system-deps.sh
 	bash scripts/install-system-deps.sh test
 	@mkdir -p $(VENV) && touch $(SYSDEPS)
 
+# Kerberos SSO (python-gssapi) compiles against libkrb5-dev, a system package: after SYSDEPS.
+$(KRBSTAMP): $(STAMP) $(SYSDEPS)
+	$(BIN)/pip install -q -e '.[kerberos]'
+	touch $(KRBSTAMP)
+
 run: $(STAMP)
 	$(BIN)/esafety run
 
-test: $(STAMP) $(SYSDEPS)
+test: $(STAMP) $(SYSDEPS) $(KRBSTAMP)
 	$(BIN)/ruff check .
 	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadgroup tests/unit tests/integration tests/browser
 

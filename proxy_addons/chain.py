@@ -7,6 +7,8 @@ script loader that cost ~30 us a request, measured inside mitmdump. Here each ho
 attribute: our one handler itself, or a loop over the handlers. (esafety-mitmdump goes further for
 all add-ons: proxy_addons/master.py.)
 
+A handler may return an awaitable when it has to wait (proxy sign-in checked in a thread): the
+handlers after it then run once it is done, and the hook stays synchronous for every other flow.
 A handler of a flow event that raises is logged and the next still runs (the access log records a
 response whichever check before it failed). On a request, response or CONNECT the failsafe first
 applies the group's on_error (proxy_addons/failsafe.py): a pupil never gets what a failed check
@@ -59,12 +61,31 @@ def _calls(name: str, handlers: Sequence[Callable[..., Any]], failsafe: Failsafe
                     failed(h, args)
         return run_async
 
-    def run(*args: Any) -> None:
-        for h in handlers:
+    async def finish(pending: Any, h: Callable[..., Any], rest: Sequence[Callable[..., Any]], args: Any) -> None:
+        try:
+            await pending
+        except Exception:
+            failed(h, args)
+        for h in rest:
             try:
-                h(*args)
+                res = h(*args)
+                if inspect.isawaitable(res):
+                    await res
             except Exception:
                 failed(h, args)
+
+    def run(*args: Any) -> Any:
+        for i, h in enumerate(handlers):
+            try:
+                res = h(*args)
+            except Exception:
+                failed(h, args)
+                continue
+            if res is not None and inspect.isawaitable(res):
+                # A handler that must wait (a sign-in checked off the event loop) hands back an
+                # awaitable; mitmproxy awaits what a hook returns, and the later handlers run after it.
+                return finish(res, h, handlers[i + 1:], args)
+        return None
     return run
 
 

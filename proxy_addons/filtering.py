@@ -14,24 +14,23 @@ import logging
 import time
 from urllib.parse import parse_qsl, urlencode
 
-from mitmproxy import connection, http, tls
 from mitmproxy import ctx as mctx
+from mitmproxy import http, tls
 from mitmproxy.net.http import url
 from mitmproxy.proxy.mode_specs import RegularMode, Socks5Mode, UpstreamMode
 
 from esafety import metrics
-from esafety.identity import Identity
 from esafety.incidents.model import IncidentReport
 from esafety.policy.model import Decision, Flag, Request
 from esafety.policy.schema import Action
 from proxy_addons import blockpage
-from proxy_addons.flowstate import KEY, FlowState, read_headers
+from proxy_addons.flowstate import FlowState, read_headers, state
 from proxy_addons.runtime import Runtime
 
 log = logging.getLogger("esafety.proxy")
 
 _WARNED_PARAM = "esafety-continue"
-_READ = (b"proxy-authorization", b"content-type", b"accept", b"host")  # the request headers deciding reads
+_READ = (b"content-type", b"accept", b"host")  # the request headers deciding reads
 _EXPLICIT = (RegularMode, UpstreamMode, Socks5Mode)  # modes where the client names where to go
 _STRICTER = {Action.ALLOW: 0, Action.REWRITE: 1, Action.FLAG: 2, Action.WARN: 3, Action.BLOCK: 4}
 
@@ -76,30 +75,15 @@ def _hosts(flow: http.HTTPFlow, host_header: str | None) -> tuple[str, ...]:
 class Filtering:
     def __init__(self, rt: Runtime):
         self.rt = rt
-        self._conn_identity: dict[str, Identity] = {}
-
-    # -- who ------------------------------------------------------------------------------------------
-
-    def _identity(self, client: connection.Client, ip: str, auth: str | None) -> Identity:
-        assert self.rt.identity is not None
-        if auth:
-            who = self.rt.identity.resolve(ip, auth)
-            if who.source == "auth":
-                self._conn_identity[client.id] = who  # requests inside a CONNECT tunnel carry no credentials
-            return who
-        return self._conn_identity.get(client.id) or self.rt.identity.resolve(ip)
-
-    def client_disconnected(self, client: connection.Client) -> None:
-        self._conn_identity.pop(client.id, None)
 
     # -- CONNECT and TLS ------------------------------------------------------------------------------
 
     def http_connect(self, flow: http.HTTPFlow) -> None:
         assert self.rt.engine is not None
+        st = state(flow)  # who: proxy_addons/signin.py, which may have answered already (407)
+        if flow.response is not None or st is None:
+            return
         policy = self.rt.engine.policy
-        ip = _client_ip(flow)
-        who = self._identity(flow.client_conn, ip, flow.request.headers.get("Proxy-Authorization"))
-        flow.metadata[KEY] = st = FlowState(who, client_ip=ip)
         if flow.request.port not in policy.circumvention.connect_ports:
             st.blocked_by = "port"
             metrics.BAD_REQUESTS.labels(reason="connect_port").inc()
@@ -136,16 +120,13 @@ class Filtering:
 
     def request(self, flow: http.HTTPFlow) -> None:
         t0 = time.perf_counter()
-        if flow.response is not None:  # answered already (e.g. replay); nothing to decide
+        if flow.response is not None:  # answered already (replay, or sign-in asked for); nothing to decide
+            return
+        st = state(flow)  # who: proxy_addons/signin.py
+        if st is None:
             return
         r = flow.request
         headers = read_headers(r.headers, _READ)
-        auth = headers.get(b"proxy-authorization")
-        ip = _client_ip(flow)
-        who = self._identity(flow.client_conn, ip, auth)
-        if auth is not None:
-            del r.headers["Proxy-Authorization"]  # never leak credentials upstream
-        flow.metadata[KEY] = st = FlowState(who, started=t0, client_ip=ip)
         metrics.REQUESTS.labels(r.scheme).inc()
         d = self._decide(flow, st, sni_only=False, headers=headers)
         if d.action is Action.BLOCK:
@@ -250,11 +231,6 @@ class Filtering:
             flow.request.path = f"{path}?{urlencode(items + list(d.rewrite.params))}"
         for k, v in d.rewrite.headers:
             flow.request.headers[k] = v
-
-
-def _client_ip(flow: http.HTTPFlow) -> str:
-    peer = flow.client_conn.peername
-    return peer[0] if peer else ""
 
 
 def _summary(f: Flag) -> str:

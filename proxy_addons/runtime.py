@@ -73,6 +73,14 @@ class Runtime:
                 raise exceptions.OptionsError(f"esafety policy rejected:\n{exc}") from exc
             self._compiled_from = source
             self._watch_sig = self._signature()
+        if self.identity is None and self.engine is not None:  # here: sign-in checks its settings in configure
+            self.identity = IdentityResolver(ctx.options.esafety_database_url, self.engine.policy.default_group)
+        self._identity_settings()
+
+    def _identity_settings(self) -> None:
+        if self.identity and self.engine:
+            self.identity.default_group = self.engine.policy.default_group
+            self.identity.auth_ttl = self.engine.policy.identity.proxy_auth.cache_seconds
 
     @property
     def home(self) -> Path:
@@ -102,8 +110,7 @@ class Runtime:
                           extra={"fields": {"reason": reason, "errors": errors}})
                 return False
             self.engine = engine
-            if self.identity:
-                self.identity.default_group = engine.policy.default_group
+            self._identity_settings()
             metrics.POLICY_RELOADS.labels(result="success").inc()
             settle_gc()
             return True
@@ -134,7 +141,7 @@ class Runtime:
         jsonlog.setup()
         assert self.engine is not None
         url = ctx.options.esafety_database_url
-        self.identity = IdentityResolver(url, self.engine.policy.default_group)
+        assert self.identity is not None
         self.identity.start()
         worker = ctx.options.esafety_worker
         spool = self.home / "spool" / worker if worker else self.home / "spool"

@@ -74,7 +74,7 @@ class _Section:
     def err(self, key: str, message: str) -> None:
         self.doc.error((*self.path, key), message)
 
-    def str(self, key: str, default: str | None = None, choices: tuple[str, ...] = ()) -> str | None:
+    def text(self, key: str, default: str | None = None, choices: tuple[str, ...] = ()) -> str | None:
         v = self.raw.get(key, default)
         if v is None:
             return None
@@ -86,18 +86,18 @@ class _Section:
             return default
         return v.strip()
 
-    def path_(self, key: str) -> str | None:
-        v = self.str(key)
+    def file(self, key: str) -> str | None:
+        v = self.text(key)
         return str(self.base / v) if v else None  # an absolute v stays as it is
 
-    def bool(self, key: str, default: bool) -> bool:
+    def flag(self, key: str, default: bool) -> bool:
         v = self.raw.get(key, default)
         if not isinstance(v, bool):
             self.err(key, f"'{key}' must be true or false")
             return default
         return v
 
-    def int(self, key: str, default: int, low: int, high: int) -> int:
+    def whole(self, key: str, default: int, low: int, high: int) -> int:
         v = self.raw.get(key, default)
         if isinstance(v, bool) or not isinstance(v, int) or not low <= v <= high:
             self.err(key, f"'{key}' must be a whole number from {low} to {high}")
@@ -120,7 +120,7 @@ class _Section:
             return default
         return seconds
 
-    def strs(self, key: str) -> tuple[str, ...]:
+    def texts(self, key: str) -> tuple[str, ...]:
         v = self.raw.get(key, [])
         if isinstance(v, str):
             v = [v]
@@ -163,12 +163,12 @@ def read_identity(doc: _Doc, data: dict[str, Any], groups: set[str], base: Path)
     directory = None
     if top.raw.get("directory") is not None:
         di = _Section(doc, top.raw["directory"], (SECTION, "directory"), _DIRECTORY_KEYS, base)
-        url = di.str("url")
+        url = di.text("url")
         if url is None:
             doc.error(di.path, "directory: needs url: (ldap://host or ldaps://host)")
         elif not url.lower().startswith(("ldap://", "ldaps://")):
             di.err("url", f"url must start with ldap:// or ldaps://, not '{url}'")
-        bases = di.strs("user_bases")
+        bases = di.texts("user_bases")
         if not bases:
             doc.error(di.path, "directory: needs user_bases: (the OUs to read people from)")
         mappings = []
@@ -186,53 +186,53 @@ def read_identity(doc: _Doc, data: dict[str, Any], groups: set[str], base: Path)
                 mappings.append(GroupMapping(m["dn"].strip(), g))
         directory = DirectorySettings(
             url=url or "",
-            bind_dn=di.str("bind_dn", "") or "",
-            bind_password_file=di.path_("bind_password_file"),
-            start_tls=di.bool("start_tls", False),
-            ca_file=di.path_("ca_file"),
+            bind_dn=di.text("bind_dn", "") or "",
+            bind_password_file=di.file("bind_password_file"),
+            start_tls=di.flag("start_tls", False),
+            ca_file=di.file("ca_file"),
             user_bases=bases,
-            user_filter=di.str("user_filter", "(|(objectClass=user)(objectClass=inetOrgPerson))") or "",
-            username_attribute=di.str("username_attribute", "sAMAccountName") or "sAMAccountName",
-            display_name_attribute=di.str("display_name_attribute", "displayName") or "displayName",
-            email_attribute=di.str("email_attribute", "mail") or "mail",
-            upn_attribute=di.str("upn_attribute"),
-            member_attribute=di.str("member_attribute", "member") or "member",
+            user_filter=di.text("user_filter", "(|(objectClass=user)(objectClass=inetOrgPerson))") or "",
+            username_attribute=di.text("username_attribute", "sAMAccountName") or "sAMAccountName",
+            display_name_attribute=di.text("display_name_attribute", "displayName") or "displayName",
+            email_attribute=di.text("email_attribute", "mail") or "mail",
+            upn_attribute=di.text("upn_attribute"),
+            member_attribute=di.text("member_attribute", "member") or "member",
             groups=tuple(mappings),
             default_group=group(di, "default_group", di.raw.get("default_group")),
-            page_size=di.int("page_size", 500, 1, 10_000),
+            page_size=di.whole("page_size", 500, 1, 10_000),
             timeout_seconds=di.duration("timeout", 10),
             max_disable_share=di.share("max_disable_share", 0.2),
         )
 
     au = _Section(doc, top.raw.get("proxy_auth"), (SECTION, "proxy_auth"), _AUTH_KEYS, base)
-    basic = au.str("basic", "local", _BASIC) or "local"
+    basic = au.text("basic", "local", _BASIC) or "local"
     if basic == "directory" and directory is None:
         au.err("basic", "basic: directory needs a directory: section to bind against")
-    negotiate = au.bool("negotiate", False)
-    keytab = au.path_("keytab")
+    negotiate = au.flag("negotiate", False)
+    keytab = au.file("keytab")
     if negotiate and keytab is None:
         au.err("negotiate", "negotiate: true needs keytab: (the proxy's HTTP/ service key)")
-    proxy_auth = ProxyAuthSettings(basic, negotiate, keytab, au.str("principal"), au.strs("realms"),
+    proxy_auth = ProxyAuthSettings(basic, negotiate, keytab, au.text("principal"), au.texts("realms"),
                                    au.duration("cache", 300))
 
     po = _Section(doc, top.raw.get("portal"), (SECTION, "portal"), ("session", "bypass"), base)
-    portal = PortalSettings(po.duration("session", 8 * 3600), tuple(h.lower() for h in po.strs("bypass")))
+    portal = PortalSettings(po.duration("session", 8 * 3600), tuple(h.lower() for h in po.texts("bypass")))
 
     ra = _Section(doc, top.raw.get("radius"), (SECTION, "radius"), ("listen", "secret_file", "clients", "binding"),
                   base)
-    listen = ra.str("listen", "0.0.0.0:1813") or "0.0.0.0:1813"
+    listen = ra.text("listen", "0.0.0.0:1813") or "0.0.0.0:1813"
     host, _, port = listen.rpartition(":")
     if not host or not port.isdigit() or not 0 < int(port) < 65536:
         ra.err("listen", f"listen is host:port, not '{listen}'")
-    clients = ra.strs("clients")
+    clients = ra.texts("clients")
     for i, c in enumerate(clients):
         try:
             ipaddress.ip_network(c, strict=False)
         except ValueError:
             doc.error((*ra.path, "clients", i), f"'{c}' is not an address or CIDR range")
-    radius = RadiusSettings(listen, ra.path_("secret_file"), clients, ra.duration("binding", 12 * 3600))
+    radius = RadiusSettings(listen, ra.file("secret_file"), clients, ra.duration("binding", 12 * 3600))
 
-    unidentified = top.str("unidentified", "default", UNIDENTIFIED) or "default"
+    unidentified = top.text("unidentified", "default", UNIDENTIFIED) or "default"
     return IdentitySettings(unidentified, roster, directory, proxy_auth, portal, radius)
 
 

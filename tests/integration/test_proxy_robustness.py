@@ -269,7 +269,7 @@ def test_a_bug_anywhere_in_filtering_fails_closed_for_pupils_and_open_for_staff(
 
 
 def test_a_bug_before_the_client_is_known_still_blocks_and_logs(tmp_path):
-    p = _breaking(tmp_path, "rt.identity.resolve = boom")
+    p = _breaking(tmp_path, "rt.identity.bound = boom")
     try:
         with p.client() as c:
             r = c.get("http://www.example.org/who")
