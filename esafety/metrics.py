@@ -63,8 +63,8 @@ PROXY_AUTH_CHALLENGES = Counter("esafety_proxy_auth_challenges_total",
                                 ["how"])
 IDENTITY_BINDINGS = Gauge("esafety_identity_bindings", "Client IPs bound to a person, by source "
                           "(agent, wifi, radius, portal, static)", ["source"])
-IDENTITY_PEOPLE = Gauge("esafety_identity_people", "Active people the proxy knows, by source (roster, directory, local)",
-                        ["source"])
+IDENTITY_PEOPLE = Gauge("esafety_identity_people",
+                        "Active people the proxy knows, by source (roster, directory, local)", ["source"])
 IDENTITY_REFRESH_FAILURES = Counter("esafety_identity_refresh_failures_total",
                                     "Failed reloads of the identity tables (the last good tables stay in use)")
 IDENTITY_SYNC_LAST_OK = Gauge("esafety_identity_sync_last_ok",
@@ -74,7 +74,8 @@ IDENTITY_SYNC_LAST_SUCCESS = Gauge("esafety_identity_sync_last_success_timestamp
                                    "When a roster import / directory sync last succeeded", ["source"])
 RADIUS_PACKETS = Counter("esafety_radius_packets_total", "RADIUS accounting packets, by status type and result "
                          "(ok | bad_authenticator | unknown_client | malformed | store_error)", ["status", "result"])
-PORTAL_SIGNINS = Counter("esafety_portal_signins_total", "Captive-portal sign-ins, by result", ["result"])
+PORTAL_SIGNINS = Counter("esafety_portal_signins_total", "Captive-portal sign-ins, by result (ok | rejected | "
+                         "rate_limited | bad_token | csrf | managed)", ["result"])
 
 # -- sensor -------------------------------------------------------------------------------------------
 SENSOR_PACKETS = Counter("esafety_sensor_packets_total", "Frames the network sensor read")

@@ -126,6 +126,10 @@ class SignIn:
             try:
                 b = build_backends(settings, resolver, engine.policy.school,
                                    urlsplit(self.rt.dashboard_url).hostname or "")
+                if settings.unidentified != "default" and self._portal_key is None:
+                    from esafety.identity.portal import load_key  # noqa: PLC0415
+
+                    self._portal_key = load_key(self.rt.home)  # a damaged key file stops the start, not a request
             except Exception:
                 if self._backends is None:
                     raise
@@ -248,10 +252,9 @@ class SignIn:
         r = flow.request
         if connect or r.method != "GET" or "text/html" not in r.headers.get("accept", ""):
             return
-        from esafety.identity.portal import issue_token, load_key  # noqa: PLC0415
+        from esafety.identity.portal import issue_token  # noqa: PLC0415
 
-        if self._portal_key is None:
-            self._portal_key = load_key(self.rt.home)
+        assert self._portal_key is not None  # loaded with the backends
         token = issue_token(self._portal_key, st.client_ip, time.time())
         target = f"{self.rt.dashboard_url}/portal?t={token}&next={quote(r.pretty_url[:2000], safe='')}"
         st.blocked_by = "signin"
