@@ -84,6 +84,9 @@ class _Doc:
             out: dict[str, Any] = {}
             for k, v in node.value:
                 key = str(k.value)
+                if key in out:  # YAML keeps the last silently: half a section would vanish
+                    self.errors.append(PolicyError(self.file, k.start_mark.line + 1, f"'{key}' is given twice "
+                                                   f"(first on line {self.lines[(*path, key)]})"))
                 self.lines[(*path, key)] = k.start_mark.line + 1
                 out[key] = self._plain(v, (*path, key))
             return out

@@ -19,8 +19,10 @@ UNITS = ROOT / "deploy" / "systemd"
 INSTALLED = "/opt/esafety/.venv/bin/esafety"  # where deploy/README.md installs esafety
 ESAFETY = str(Path(sys.executable).with_name("esafety"))
 SERVICES = ("esafety-proxy", "esafety-dashboard", "esafety-agent", "esafety-sensor", "esafety-prune",
-            "esafety-backup")
-TIMERS = ("esafety-prune", "esafety-backup")
+            "esafety-backup", "esafety-radius", "esafety-directory-sync")
+TIMERS = ("esafety-prune", "esafety-backup", "esafety-directory-sync")
+UNPRIVILEGED = ("esafety-proxy", "esafety-dashboard", "esafety-prune", "esafety-backup", "esafety-radius",
+                "esafety-directory-sync")  # run as esafety with no capability at all
 # Values for the ${VAR}s the units take from /etc/esafety/esafety.env.
 ENV_EXAMPLE = {"ESAFETY_SENSOR_IFACE": "eth1"}
 
@@ -106,11 +108,11 @@ def test_sandbox() -> None:
         assert s["ProtectHome"] and s["ProtectHome"][0] in ("yes", "read-only"), name
         assert "CapabilityBoundingSet" in s, f"{name}: no capability bounding set"
         assert any(e.lstrip("-") == "/etc/esafety/esafety.env" for e in s["EnvironmentFile"]), name
-    for name in ("esafety-proxy", "esafety-dashboard", "esafety-sensor", "esafety-prune", "esafety-backup"):
+    for name in (*UNPRIVILEGED, "esafety-sensor"):
         s = unit(f"{name}.service")["Service"]
         assert s["User"] == ["esafety"], name
         assert "/var/lib/esafety" in s["ReadWritePaths"], name
-    for name in ("esafety-proxy", "esafety-dashboard", "esafety-prune", "esafety-backup"):
+    for name in UNPRIVILEGED:
         assert unit(f"{name}.service")["Service"]["CapabilityBoundingSet"] == [""], f"{name}: needs no capability"
     sensor = unit("esafety-sensor.service")["Service"]
     for key in ("CapabilityBoundingSet", "AmbientCapabilities"):
