@@ -16,6 +16,7 @@ from sqlalchemy import func, select
 
 from esafety import metrics
 from esafety.config import Settings
+from esafety.identity.syncmetrics import collect_sync_metrics
 from esafety.incidents import mailer, notify
 from esafety.incidents.pipeline import process_new
 from esafety.incidents.states import OPEN_STATES
@@ -89,6 +90,7 @@ def collect(database_url: str) -> None:
         oldest = s.execute(select(Incident.level, func.min(Incident.created_at))
                            .where(Incident.state.in_(OPEN_STATES), Incident.acknowledged_at.is_(None))
                            .group_by(Incident.level)).all()
+        collect_sync_metrics(s)  # roster imports and directory syncs run elsewhere: their outcome is in the store
     counts = {(int(lvl), q): int(n) for lvl, q, n in open_rows}
     ages = {int(lvl): t for lvl, t in oldest}
     for lvl in range(1, 6):

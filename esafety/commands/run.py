@@ -128,6 +128,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     sup = _supervisor(settings, args.workers)
     first_start(settings)
     procs = [subprocess.Popen([sys.executable, "-m", "esafety.cli", "dashboard"])]
+    if _radius_configured(settings):
+        procs.append(subprocess.Popen([sys.executable, "-m", "esafety.cli", "radius", "run"]))
+        print("RADIUS:    accounting (802.1X sign-ins) -> client-IP bindings (identity.radius)")
     if sup is None:
         procs.insert(0, subprocess.Popen(mitmdump_command(settings)))
         print(f"Proxy:     {settings.proxy_host}:{settings.proxy_port}  (metrics on :{settings.proxy_metrics_port})")
@@ -144,6 +147,16 @@ def cmd_run(args: argparse.Namespace) -> int:
             while all(p.poll() is None for p in procs):
                 time.sleep(0.5)
     return code or _stop(procs)
+
+
+def _radius_configured(settings: Settings) -> bool:
+    """The policy names a RADIUS secret: the school sends 802.1X accounting here."""
+    from esafety.policy.loader import PolicyInvalid, load_policy
+
+    try:
+        return load_policy(settings.policy_path).identity.radius.secret_file is not None
+    except PolicyInvalid:
+        return False  # the proxy reports the errors and refuses to start
 
 
 def _terminate(procs: list[subprocess.Popen]) -> None:

@@ -31,6 +31,7 @@ from sqlalchemy import update
 from dashboard.app import create_app
 from esafety.commands.users import create_user
 from esafety.config import PROJECT_ROOT, load_settings
+from esafety.identity.people import record_sync
 from esafety.registrations import decisions
 from esafety.registrations.lifecycle import Actor
 from esafety.registrations.prereqs import StaticCompliance
@@ -397,6 +398,7 @@ def test_every_dashboard_and_alert_expression_returns_series(tmp_path: Path, pro
         db = proxy.database_url
         add_role_users(db)
         create_user(db, "bouncer", "staff", ["dsl"], email=BOUNCE, password=PASSWORD)
+        record_sync(db, "roster", "roster.csv", None, ok=True, dry_run=False)  # the identity_sync gauges' rows
         # The dashboard reads the proxy's store and a policy with someone on call, so level 5 escalates.
         dash_policy = proxy.policy.with_name("dashboard-aup.yaml")
         dash_policy.write_text(proxy.policy.read_text().replace("on_call: []", "on_call: [dsl]"))
