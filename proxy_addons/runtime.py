@@ -142,6 +142,10 @@ class Runtime:
         assert self.engine is not None
         url = ctx.options.esafety_database_url
         assert self.identity is not None
+        try:  # once at start, not a refresh interval later: nobody signed in is filtered as a stranger
+            self.identity.refresh()
+        except Exception as exc:  # the store may be away: the background refresh keeps trying
+            log.warning("identity tables not loaded at start", extra={"fields": {"error": str(exc)}})
         self.identity.start()
         worker = ctx.options.esafety_worker
         spool = self.home / "spool" / worker if worker else self.home / "spool"

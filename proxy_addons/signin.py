@@ -173,7 +173,7 @@ class SignIn:
                 who = hit  # type: ignore[assignment]
                 metrics.PROXY_AUTH.labels(method=b.basic_method, result="cached").inc()
             elif scheme == "negotiate" and b.negotiate is not None:
-                who = self._negotiate(b, resolver, value.strip())
+                who = self._negotiate(b, resolver, value.strip(), ip)
             if who is not None:
                 self._conn[flow.client_conn.id] = who
             elif b.settings.unidentified != "challenge":
@@ -198,7 +198,7 @@ class SignIn:
             who = resolver.bound(ip)
         self._settle(flow, who, b, ip, connect, time.perf_counter(), started=t0)
 
-    def _negotiate(self, b: Backends, resolver: IdentityResolver, value: str) -> Identity | None:
+    def _negotiate(self, b: Backends, resolver: IdentityResolver, value: str, ip: str) -> Identity | None:
         started = time.perf_counter()
         try:
             token = base64.b64decode(value, validate=True)
@@ -208,8 +208,9 @@ class SignIn:
         metrics.PROXY_AUTH_SECONDS.labels(method="negotiate").observe(time.perf_counter() - started)
         if result is None or result.username is None:
             metrics.PROXY_AUTH.labels(method="negotiate", result="rejected").inc()
-            log.info("Kerberos sign-in rejected",
-                     extra={"fields": {"reason": result.reason if result else "not base64"}})
+            log.info("Kerberos sign-in rejected", extra={"fields": {
+                "reason": result.reason if result else "not base64", "client_ip": ip,
+                "principal": result.principal if result else None}})
             return None
         metrics.PROXY_AUTH.labels(method="negotiate", result="ok").inc()
         return resolver.person(result.username) or Identity(result.username, resolver.default_group, None, "auth")
