@@ -20,6 +20,7 @@ ROUTE_MODULES = (
     "dashboard.routes.incident_page",
     "dashboard.routes.chronology",
     "dashboard.routes.incidents_api",
+    "dashboard.routes.incidents_list_api",
     "dashboard.routes.admin_users",
     "dashboard.routes.incidents_worker",
     "dashboard.routes.wifi_member",
@@ -29,6 +30,7 @@ ROUTE_MODULES = (
     "dashboard.routes.agent_api",
     "dashboard.routes.devices",
     "dashboard.routes.compliance_worker",
+    "dashboard.routes.portal",
 )
 
 

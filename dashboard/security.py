@@ -41,7 +41,9 @@ from fastapi import Depends, HTTPException, Request, Response
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
-from esafety.auth import verify_user
+from dashboard.policy_state import current_policy
+from esafety.auth import checked_by_directory, verify_user
+from esafety.policy.schema import DirectorySettings
 from esafety.store.db import sessions
 from esafety.store.models import User
 from esafety.webauth import ApiToken, LoginAttempt, WebSession, new_token, token_hash
@@ -114,7 +116,7 @@ def _lookup_session(request: Request) -> CurrentUser | None:
             s.commit()
             return None
         user = s.scalar(select(User).where(User.username == ws.username, User.active.is_(True)))
-        if user is None or not user.password_hash:
+        if user is None or not (user.password_hash or checked_by_directory(user)):
             return None
         if _aware(ws.last_seen_at) + TOUCH_EVERY < now:
             ws.last_seen_at = now
@@ -202,19 +204,21 @@ async def csrf_protect(request: Request, user: CurrentUser = Depends(current_use
         raise HTTPException(status_code=403, detail="the form has expired or did not come from this site; reload it")
 
 
-def login_csrf_token(request: Request) -> str:
-    """A double-submit token for the sign-in form (there is no session yet to hold one)."""
-    return request.cookies.get(LOGIN_CSRF_COOKIE) or secrets.token_urlsafe(32)
+def login_csrf_token(request: Request, cookie: str = LOGIN_CSRF_COOKIE) -> str:
+    """A double-submit token for a sign-in form (there is no session yet to hold one). Each form
+    (/login, the captive portal's /portal) has its own cookie, scoped to its own path."""
+    return request.cookies.get(cookie) or secrets.token_urlsafe(32)
 
 
-def set_login_csrf(request: Request, response: Response, token: str) -> None:
-    response.set_cookie(LOGIN_CSRF_COOKIE, token, httponly=True, samesite="strict", secure=cookie_secure(request),
-                        path="/login", max_age=3600)
+def set_login_csrf(request: Request, response: Response, token: str, cookie: str = LOGIN_CSRF_COOKIE,
+                   path: str = "/login") -> None:
+    response.set_cookie(cookie, token, httponly=True, samesite="strict", secure=cookie_secure(request),
+                        path=path, max_age=3600)
 
 
-def check_login_csrf(request: Request, sent: str) -> bool:
-    cookie = request.cookies.get(LOGIN_CSRF_COOKIE, "")
-    return bool(cookie and sent and hmac.compare_digest(cookie, sent) and _same_origin(request))
+def check_login_csrf(request: Request, sent: str, cookie: str = LOGIN_CSRF_COOKIE) -> bool:
+    held = request.cookies.get(cookie, "")
+    return bool(held and sent and hmac.compare_digest(held, sent) and _same_origin(request))
 
 
 # -- sign-in with rate limiting ----------------------------------------------------------------------
@@ -222,6 +226,12 @@ def check_login_csrf(request: Request, sent: str) -> bool:
 
 class RateLimited(Exception):
     pass
+
+
+def _directory(request: Request) -> DirectorySettings | None:
+    """The running policy's directory, which checks the passwords of people synced from it."""
+    policy = current_policy(request.app)
+    return policy.identity.directory if policy is not None else None
 
 
 def authenticate(request: Request, username: str, password: str) -> User | None:
@@ -235,7 +245,7 @@ def authenticate(request: Request, username: str, password: str) -> User | None:
             LoginAttempt.ip == ip, LoginAttempt.ok.is_(False), LoginAttempt.at >= since)) or 0
     if by_user >= MAX_FAILURES_PER_USER or by_ip >= MAX_FAILURES_PER_IP:
         raise RateLimited
-    user = verify_user(request.app.state.settings.database_url, username, password)
+    user = verify_user(request.app.state.settings.database_url, username, password, _directory(request))
     with db(request) as s:
         s.add(LoginAttempt(username=username, ip=ip, ok=user is not None, at=now))
         s.execute(delete(LoginAttempt).where(LoginAttempt.at < now - timedelta(days=30)))

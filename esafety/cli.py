@@ -21,6 +21,9 @@ COMMAND_MODULES = (
     "esafety.commands.registrations",
     "esafety.commands.devices",
     "esafety.commands.agent",
+    "esafety.commands.directory",
+    "esafety.commands.roster",
+    "esafety.commands.radius",
 )
 
 

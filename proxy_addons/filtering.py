@@ -24,13 +24,12 @@ from esafety.incidents.model import IncidentReport
 from esafety.policy.model import Decision, Flag, Request
 from esafety.policy.schema import Action
 from proxy_addons import blockpage
-from proxy_addons.flowstate import FlowState, read_headers, state
+from proxy_addons.flowstate import REQUEST_HEADERS, FlowState, read_headers, state
 from proxy_addons.runtime import Runtime
 
 log = logging.getLogger("esafety.proxy")
 
 _WARNED_PARAM = "esafety-continue"
-_READ = (b"content-type", b"accept", b"host")  # the request headers deciding reads
 _EXPLICIT = (RegularMode, UpstreamMode, Socks5Mode)  # modes where the client names where to go
 _STRICTER = {Action.ALLOW: 0, Action.REWRITE: 1, Action.FLAG: 2, Action.WARN: 3, Action.BLOCK: 4}
 
@@ -126,7 +125,7 @@ class Filtering:
         if st is None:
             return
         r = flow.request
-        headers = read_headers(r.headers, _READ)
+        headers = st.request_headers or read_headers(r.headers, REQUEST_HEADERS)
         metrics.REQUESTS.labels(r.scheme).inc()
         d = self._decide(flow, st, sni_only=False, headers=headers)
         if d.action is Action.BLOCK:
@@ -143,7 +142,7 @@ class Filtering:
         assert engine is not None
         r = flow.request
         if headers is None:
-            headers = read_headers(r.headers, _READ)
+            headers = read_headers(r.headers, REQUEST_HEADERS)
         hosts: tuple[str, ...]
         if sni_only:
             hosts, path, query = (r.host,), "/", ""

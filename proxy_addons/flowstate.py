@@ -18,6 +18,8 @@ from esafety.policy.schema import Action
 
 log = logging.getLogger("esafety.proxy")
 KEY = "esafety"
+# The request headers sign-in and deciding read, in one pass over the fields (proxy_addons/signin.py).
+REQUEST_HEADERS = (b"proxy-authorization", b"content-type", b"accept", b"host")
 _RESPONSE_HEADERS = (b"content-type", b"content-disposition", b"content-encoding")
 
 
@@ -45,6 +47,7 @@ class FlowState:
     blocked_by: str = ""  # "" | policy | download | phrases | error | port | destination
     host: str = ""  # the host the decision was made on, reused by the access log
     client_ip: str = ""
+    request_headers: dict[bytes, str] | None = None  # REQUEST_HEADERS, as the client sent them
     _facts: tuple[http.Response, dict[bytes, str]] | None = None
     _body: tuple[http.Response, bytes | None] | None = None
 

@@ -27,7 +27,7 @@ from mitmproxy.proxy.mode_specs import RegularMode, Socks5Mode, UpstreamMode
 from esafety import metrics
 from esafety.identity.resolver import MISS, BasicVerifier, Identity, IdentityResolver, VerifierUnavailable
 from esafety.policy.schema import IdentitySettings
-from proxy_addons.flowstate import KEY, FlowState
+from proxy_addons.flowstate import KEY, REQUEST_HEADERS, FlowState, read_headers
 from proxy_addons.runtime import Runtime
 
 log = logging.getLogger("esafety.proxy")
@@ -156,12 +156,12 @@ class SignIn:
         b = self._current()
         peer = flow.client_conn.peername
         ip = peer[0] if peer else ""
-        headers = flow.request.headers
-        auth = headers.get("Proxy-Authorization")
+        headers = read_headers(flow.request.headers, REQUEST_HEADERS)  # deciding reads them next: one pass
+        auth = headers.pop(b"proxy-authorization", None)  # the credential is not kept with the flow
         if auth is None:
             who = self._conn.get(flow.client_conn.id) or resolver.bound(ip)
         else:
-            del headers["Proxy-Authorization"]  # never sent upstream
+            del flow.request.headers["Proxy-Authorization"]  # never sent upstream
             scheme, _, value = auth.partition(" ")
             scheme = scheme.lower()
             who = None
@@ -169,7 +169,7 @@ class SignIn:
                 key = resolver.digest(auth)
                 hit = resolver.cached(key, time.monotonic())
                 if hit is MISS:
-                    return self._verify_later(flow, key, auth, b, ip, connect, t0)
+                    return self._verify_later(flow, key, auth, b, ip, connect, t0, headers)
                 who = hit  # type: ignore[assignment]
                 metrics.PROXY_AUTH.labels(method=b.basic_method, result="cached").inc()
             elif scheme == "negotiate" and b.negotiate is not None:
@@ -178,11 +178,11 @@ class SignIn:
                 self._conn[flow.client_conn.id] = who
             elif b.settings.unidentified != "challenge":
                 who = resolver.bound(ip)  # credentials we cannot use: as if none were sent
-        self._settle(flow, who, b, ip, connect, t0)
+        self._settle(flow, who, b, ip, connect, t0, headers)
         return None
 
     async def _verify_later(self, flow: http.HTTPFlow, key: bytes, auth: str, b: Backends, ip: str,
-                            connect: bool, t0: float) -> None:
+                            connect: bool, t0: float, headers: dict[bytes, str]) -> None:
         resolver = self.rt.identity
         assert resolver is not None and b.basic is not None
         pending = self._pending.get(key)
@@ -196,7 +196,7 @@ class SignIn:
             self._conn[flow.client_conn.id] = who
         elif b.settings.unidentified != "challenge":
             who = resolver.bound(ip)
-        self._settle(flow, who, b, ip, connect, time.perf_counter(), started=t0)
+        self._settle(flow, who, b, ip, connect, time.perf_counter(), headers, started=t0)
 
     def _negotiate(self, b: Backends, resolver: IdentityResolver, value: str, ip: str) -> Identity | None:
         started = time.perf_counter()
@@ -218,10 +218,11 @@ class SignIn:
     # -- unidentified clients ---------------------------------------------------------------------------
 
     def _settle(self, flow: http.HTTPFlow, who: Identity | None, b: Backends, ip: str, connect: bool, t0: float,
-                started: float | None = None) -> None:
+                headers: dict[bytes, str], started: float | None = None) -> None:
         resolver = self.rt.identity
         assert resolver is not None
-        st = flow.metadata[KEY] = FlowState(who or resolver.unknown, started=started or t0, client_ip=ip)
+        st = flow.metadata[KEY] = FlowState(who or resolver.unknown, started=started or t0, client_ip=ip,
+                                            request_headers=headers)
         if who is None and b.settings.unidentified != "default" and not self._bypassed(flow.request.host, b):
             self._ask_to_sign_in(flow, st, b, connect)
         st.addon_seconds += time.perf_counter() - t0
@@ -251,7 +252,7 @@ class SignIn:
         # an app's API call, which could not show a page) goes to the sign-in page; the rest is
         # filtered as the default group meanwhile.
         r = flow.request
-        if connect or r.method != "GET" or "text/html" not in r.headers.get("accept", ""):
+        if connect or r.method != "GET" or "text/html" not in (st.request_headers or {}).get(b"accept", ""):
             return
         from esafety.identity.portal import issue_token  # noqa: PLC0415
 

@@ -183,6 +183,9 @@ def _claim(people: _People, user: User, r: PersonRecord) -> None:
         index[value] = user
 
 
+_GUARD_SETTING = {"roster": "roster.max_retire_share", "directory": "directory.max_disable_share"}
+
+
 def apply_people(session: Session, source: str, records: Sequence[PersonRecord], *, now: datetime,
                  max_retire_share: float, force: bool = False,
                  progress: Callable[[int], None] | None = None) -> PeopleDiff:
@@ -298,7 +301,8 @@ def _apply(session: Session, source: str, records: Sequence[PersonRecord], now: 
     if not force and base >= GUARD_MIN_PEOPLE and lost > max_retire_share * base:
         raise ImportRefused(
             f"this {source} would retire or unlink {lost} of {base} people ({lost / base:.0%}, more than the "
-            f"{max_retire_share:.0%} allowed by max_retire_share): is the export complete? "
+            f"{max_retire_share:.0%} allowed by identity.{_GUARD_SETTING.get(source, 'roster.max_retire_share')}): "
+            "is the export complete? "
             "Nothing was changed; use --force to apply it anyway")
 
     for u in unlink:

@@ -45,6 +45,8 @@ KEYS = ("unidentified", "roster", "directory", "proxy_auth", "portal", "radius")
 _DIRECTORY_KEYS = ("url", "bind_dn", "bind_password_file", "start_tls", "ca_file", "user_bases", "user_filter",
                    "username_attribute", "display_name_attribute", "email_attribute", "upn_attribute",
                    "member_attribute", "groups", "default_group", "page_size", "timeout", "max_disable_share")
+# AD people, or OpenLDAP inetOrgPerson entries (where objectCategory is undefined and drops out of the OR).
+DEFAULT_USER_FILTER = "(|(&(objectCategory=person)(objectClass=user))(objectClass=inetOrgPerson))"
 _AUTH_KEYS = ("basic", "negotiate", "keytab", "principal", "realms", "cache")
 _BASIC = ("off", "local", "directory")
 
@@ -191,7 +193,8 @@ def read_identity(doc: _Doc, data: dict[str, Any], groups: set[str], base: Path)
             start_tls=di.flag("start_tls", False),
             ca_file=di.file("ca_file"),
             user_bases=bases,
-            user_filter=di.text("user_filter", "(|(objectClass=user)(objectClass=inetOrgPerson))") or "",
+            # objectCategory=person: in AD, computer accounts are objectClass=user too.
+            user_filter=di.text("user_filter", DEFAULT_USER_FILTER) or "",
             username_attribute=di.text("username_attribute", "sAMAccountName") or "sAMAccountName",
             display_name_attribute=di.text("display_name_attribute", "displayName") or "displayName",
             email_attribute=di.text("email_attribute", "mail") or "mail",
