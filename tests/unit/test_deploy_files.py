@@ -19,12 +19,12 @@ UNITS = ROOT / "deploy" / "systemd"
 INSTALLED = "/opt/esafety/.venv/bin/esafety"  # where deploy/README.md installs esafety
 ESAFETY = str(Path(sys.executable).with_name("esafety"))
 SERVICES = ("esafety-proxy", "esafety-dashboard", "esafety-agent", "esafety-sensor", "esafety-prune",
-            "esafety-backup", "esafety-radius", "esafety-directory-sync")
-TIMERS = ("esafety-prune", "esafety-backup", "esafety-directory-sync")
+            "esafety-backup", "esafety-radius", "esafety-directory-sync", "esafety-roster-import")
+TIMERS = ("esafety-prune", "esafety-backup", "esafety-directory-sync", "esafety-roster-import")
 UNPRIVILEGED = ("esafety-proxy", "esafety-dashboard", "esafety-prune", "esafety-backup", "esafety-radius",
-                "esafety-directory-sync")  # run as esafety with no capability at all
+                "esafety-directory-sync", "esafety-roster-import")  # run as esafety with no capability at all
 # Values for the ${VAR}s the units take from /etc/esafety/esafety.env.
-ENV_EXAMPLE = {"ESAFETY_SENSOR_IFACE": "eth1"}
+ENV_EXAMPLE = {"ESAFETY_SENSOR_IFACE": "eth1", "ESAFETY_ROSTER_FILE": "/srv/mis/pupils.csv"}
 
 Unit = dict[str, dict[str, list[str]]]
 
