@@ -8,7 +8,7 @@ from fastapi.responses import Response
 from dashboard.routes.incidents_common import acting, actor
 from dashboard.security import CurrentUser, require_roles, security_headers
 from dashboard.templating import render
-from esafety.incidents import actions, queries
+from esafety.incidents import actions, pupils, queries
 from esafety.incidents.access import SAFEGUARDING_READ
 from esafety.incidents.csvexport import chronology_csv
 
@@ -22,9 +22,11 @@ def chronology(request: Request, subject: str, user: CurrentUser = Depends(safeg
     with acting(request) as s:
         actions.record_chronology(s, subject, actor(user), "view_chronology")
         entries = queries.chronology(s, subject)
+        pupil = pupils.lookup(s, [subject]).get(subject)
     incidents = {e.incident.id: e.incident for e in entries}
     return render(request, "chronology.html",  # type: ignore[no-any-return]
-                  {"subject": subject, "entries": entries, "incidents": list(incidents.values())}, user)
+                  {"subject": subject, "entries": entries, "incidents": list(incidents.values()), "pupil": pupil,
+                   "now": pupil.now if pupil else pupils.NOWHERE, "at_the_time": pupils.at_the_time}, user)
 
 
 @router.get("/pupils/{subject}/chronology.csv")
@@ -32,7 +34,7 @@ def chronology_export(request: Request, subject: str, user: CurrentUser = Depend
     subject = subject[:120]
     with acting(request) as s:
         actions.record_chronology(s, subject, actor(user), "export_chronology")
-        body = chronology_csv(subject, queries.chronology(s, subject))
+        body = chronology_csv(subject, queries.chronology(s, subject), pupils.lookup(s, [subject]).get(subject))
     safe_name = "".join(c for c in subject if c.isalnum() or c in "-_.")[:60] or "pupil"
     resp = Response(body, media_type="text/csv; charset=utf-8",
                     headers={"Content-Disposition": f'attachment; filename="chronology-{safe_name}.csv"'})

@@ -10,7 +10,7 @@ from sqlalchemy import select
 from dashboard.routes.incidents_common import acting, actor, policy, run
 from dashboard.security import CurrentUser, csrf_protect, require_roles, security_headers
 from dashboard.templating import render
-from esafety.incidents import actions, queries, sla, states
+from esafety.incidents import actions, pupils, queries, sla, states
 from esafety.incidents.access import INCIDENT_ROLES, can_read_chronology, writable_queues
 from esafety.incidents.csvexport import incident_csv
 from esafety.store.models import Incident, User
@@ -31,6 +31,7 @@ def _page(request: Request, user: CurrentUser, incident_id: int, revealed: bool 
         inc = (actions.reveal if revealed else actions.view)(s, incident_id, actor(user))
         history = queries.history(s, inc.id)
         links = queries.linked(s, inc.id)
+        pupil = pupils.lookup(s, [inc.subject]).get(inc.subject or "")
         can_write = inc.queue in writable_queues(user.roles)
         assignees = [u.username for u in s.scalars(select(User).where(User.active.is_(True)).order_by(User.username))
                      if inc.queue in writable_queues(r for r in u.roles.split(",") if r)] if can_write else []
@@ -43,6 +44,8 @@ def _page(request: Request, user: CurrentUser, incident_id: int, revealed: bool 
         "graphic": is_graphic(inc), "revealed": revealed,
         "deadline": sla.deadline(inc, pol), "overdue": sla.is_overdue(inc, pol),
         "chronology": can_read_chronology(user.roles) and bool(inc.subject),
+        # Today's year and tutor group (who to talk to), and the snapshot taken when it was stored.
+        "pupil": pupil, "now": pupil.now if pupil else pupils.NOWHERE, "then": pupils.at_the_time(inc),
     }
     return render(request, "incident.html", ctx, user)  # type: ignore[no-any-return]
 
@@ -108,7 +111,7 @@ def link(request: Request, incident_id: int, ref: str = Form(..., max_length=16)
 def export(request: Request, incident_id: int, user: CurrentUser = Depends(reader)) -> Response:
     with acting(request) as s:
         inc = actions.record_export(s, incident_id, actor(user))
-        body = incident_csv(inc, queries.history(s, inc.id))
+        body = incident_csv(inc, queries.history(s, inc.id), pupils.lookup(s, [inc.subject]).get(inc.subject or ""))
     resp = Response(body, media_type="text/csv; charset=utf-8",
                     headers={"Content-Disposition": f'attachment; filename="incident-{inc.ref}.csv"'})
     return security_headers(resp)

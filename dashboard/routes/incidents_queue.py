@@ -10,7 +10,7 @@ from fastapi.responses import Response
 from dashboard.routes.incidents_common import policy
 from dashboard.security import CurrentUser, db, require_roles
 from dashboard.templating import render
-from esafety.incidents import queries, sla
+from esafety.incidents import pupils, queries, sla
 from esafety.incidents.access import INCIDENT_ROLES, can_read_chronology, readable_queues
 from esafety.incidents.states import OPEN_STATES
 
@@ -20,14 +20,15 @@ router = APIRouter()
 @router.get("/incidents")
 def queue(request: Request, user: CurrentUser = Depends(require_roles(*INCIDENT_ROLES))) -> Response:
     visible = readable_queues(user.roles)
-    params = {k: v for k, v in request.query_params.items() if k in ("state", "level", "category", "queue", "pupil",
-                                                                      "page")}
+    params = {k: v for k, v in request.query_params.items() if k in queries.FILTER_PARAMS}
     f = queries.QueueFilter.parse(params, visible)
     pol = policy(request)
     with db(request) as s:
         page = queries.queue_page(s, f, visible, pol)
-    keep = {k: v for k, v in (("state", f.state), ("level", f.level), ("category", f.category), ("queue", f.queue),
-                              ("pupil", f.pupil)) if v not in (None, "")}
+        options = pupils.filter_options(s)
+    keep = f.params()
+    # The chosen year or tutor group stays selectable even when no current pupil has it.
+    years = sorted({*options.years, *([f.year] if f.year is not None else [])})
 
     def page_url(n: int) -> str:
         return "/incidents?" + urlencode({**keep, "page": n})
@@ -38,5 +39,8 @@ def queue(request: Request, user: CurrentUser = Depends(require_roles(*INCIDENT_
         "overdue_ids": {i.id for i in page.rows if sla.is_overdue(i, pol)},
         "categories": sorted(pol.categories) if pol else [],
         "chronology": can_read_chronology(user.roles),
+        "years": [(y, pupils.year_label(y)) for y in years],
+        "tutors": options.tutors, "tutor_listed": f.tutor is None or any(f.tutor in ts for _, ts in options.tutors),
+        "nowhere": pupils.NOWHERE,
     }
     return render(request, "queue.html", ctx, user)  # type: ignore[no-any-return]

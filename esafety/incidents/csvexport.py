@@ -13,6 +13,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
+from esafety.incidents.pupils import NOWHERE, Pupil, at_the_time
 from esafety.incidents.queries import ChronologyEntry
 from esafety.incidents.tables import IncidentEvent
 from esafety.store.models import Incident
@@ -39,9 +40,13 @@ def _write(rows: Iterable[Sequence[Any]]) -> str:
     return buf.getvalue()
 
 
-def incident_csv(inc: Incident, events: list[IncidentEvent]) -> str:
+def incident_csv(inc: Incident, events: list[IncidentEvent], pupil: Pupil | None = None) -> str:
     head = [("field", "value")]
-    fields = [("reference", inc.ref), ("pupil", inc.subject), ("source", inc.source), ("category", inc.category),
+    now, then = pupil.now if pupil else NOWHERE, at_the_time(inc)
+    fields = [("reference", inc.ref), ("pupil", inc.subject), ("pupil_name", pupil.name if pupil else ""),
+              ("year_group_now", now.year), ("tutor_group_now", now.tutor_group),
+              ("year_group_at_the_time", then.year), ("tutor_group_at_the_time", then.tutor_group),
+              ("source", inc.source), ("category", inc.category),
               ("kcsie", inc.kcsie), ("level", inc.level), ("queue", inc.queue), ("state", inc.state),
               ("outcome", inc.outcome), ("occurred_at", inc.occurred_at), ("last_seen_at", inc.last_seen_at),
               ("count", inc.count), ("device", inc.device), ("client_ip", inc.client_ip), ("summary", inc.summary),
@@ -50,9 +55,13 @@ def incident_csv(inc: Incident, events: list[IncidentEvent]) -> str:
     return _write([*head, *fields, *hist])
 
 
-def chronology_csv(subject: str, entries: list[ChronologyEntry]) -> str:
-    rows: list[Sequence[Any]] = [("pupil", subject),
-                                 ("at", "reference", "category", "level", "action", "actor", "detail")]
-    rows += [(e.at, e.incident.ref, e.incident.category, e.incident.level, e.action, e.actor, e.detail)
+def chronology_csv(subject: str, entries: list[ChronologyEntry], pupil: Pupil | None = None) -> str:
+    now = pupil.now if pupil else NOWHERE
+    rows: list[Sequence[Any]] = [("pupil", subject), ("name", pupil.name if pupil else ""),
+                                 ("year_group_now", now.year), ("tutor_group_now", now.tutor_group),
+                                 ("at", "reference", "category", "level", "year_group_then", "tutor_group_then",
+                                  "action", "actor", "detail")]
+    rows += [(e.at, e.incident.ref, e.incident.category, e.incident.level, at_the_time(e.incident).year,
+              at_the_time(e.incident).tutor_group, e.action, e.actor, e.detail)
              for e in entries]
     return _write(rows)

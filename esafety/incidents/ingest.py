@@ -3,8 +3,9 @@
 A burst (same subject, category and source within the window) becomes one incident with a count,
 so a pupil hammering a blocked VPN site makes one record for IT, not three hundred.
 
-A batch is stored with one key lookup and one multi-row insert (bursts within the batch are
-tracked in memory), so the proxy's writer keeps up with thousands of reports a second.
+A batch is stored with one key lookup, one lookup of its subjects' year and tutor group (the
+snapshot "at the time", esafety/incidents/pupils.py) and one multi-row insert (bursts within the
+batch are tracked in memory), so the proxy's writer keeps up with thousands of reports a second.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from sqlalchemy import Table, insert, select, union_all
 from sqlalchemy.orm import Session, make_transient_to_detached
 
 from esafety import metrics
+from esafety.incidents import pupils
 from esafety.incidents.model import IncidentReport
 from esafety.incidents.routing import route
 from esafety.incidents.tables import IncidentKey
@@ -80,7 +82,8 @@ def _open_bursts(session: Session, reports: list[IncidentReport]) -> dict[BurstK
 
 # Every column of a new incident, so the objects handed back are complete without a reload.
 _UNSET = {"acknowledged_at": None, "assigned_to": None, "outcome": None, "acknowledged_by": None,
-          "closed_at": None, "escalations": 0, "pipeline_done": False}
+          "closed_at": None, "escalations": 0, "pipeline_done": False,
+          "subject_year_group": None, "subject_tutor_group": None}
 
 
 def ingest(session: Session, reports: Iterable[IncidentReport], policy: Policy | None) -> list[Incident]:
@@ -119,6 +122,8 @@ def ingest(session: Session, reports: Iterable[IncidentReport], policy: Policy |
             created.append(inc)  # not added to the session: inserted below in one statement
             if bkey is not None:
                 bursts.setdefault(bkey, []).insert(0, inc)  # newest first
+    with session.no_autoflush:  # year and tutor group "at the time": one users lookup for the batch
+        pupils.snapshot(session, created)
     table = cast(Table, Incident.__table__)
     cols = [c.key for c in table.columns if c.key != "id"]
     # Built after the loop: an incident created in this batch may have absorbed later reports.

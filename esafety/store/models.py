@@ -119,6 +119,11 @@ class Incident(Base):
     escalations: Mapped[int] = mapped_column(Integer, default=0, server_default="0")  # on-call steps taken
     # False until the incident pipeline has chained its "raised" event, checked patterns and queued email.
     pipeline_done: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # Added by migration incidents_0002: the subject's year and tutor group when the incident was
+    # stored (esafety/incidents/pupils.py), so a chronology read years later says "Year 8, 8RB at
+    # the time". NULL: no subject, not a known user, or stored before the migration. Not evidence.
+    subject_year_group: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    subject_tutor_group: Mapped[str | None] = mapped_column(String(32), nullable=True)
 
     __table_args__ = (
         Index("ix_incidents_queue_state_level", "queue", "state", "level"),

@@ -42,6 +42,7 @@ from tests.conftest import free_port
 from tests.integration.conftest import wait_for
 from tests.support import devices, wifi
 from tests.support.dsl import PASSWORD, add_role_users, csrf_of, live_server, login, raise_incident
+from tests.support.policy import policy_with
 from tests.support.proxy import ProxyUnderTest, start_proxy
 
 pytestmark = pytest.mark.xdist_group("observability")
@@ -207,7 +208,8 @@ class Prometheus:
 
 @pytest.fixture
 def prometheus(tmp_path: Path) -> Iterator[Prometheus]:
-    prom = Prometheus(tmp_path, {"esafety_proxy": 0, "esafety_dashboard": free_port(), "esafety_sensor": free_port()})
+    prom = Prometheus(tmp_path, {"esafety_proxy": 0, "esafety_dashboard": free_port(), "esafety_sensor": free_port(),
+                                 "esafety_radius": free_port()})
     yield prom
     if prom.proc:
         prom.proc.terminate()
@@ -220,6 +222,8 @@ def owner(name: str) -> str:
     the dashboard)."""
     if name.startswith("esafety_sensor_"):
         return "esafety_sensor"
+    if name.startswith("esafety_radius_"):
+        return "esafety_radius"
     if name.startswith(("esafety_proxy_", "esafety_policy_", "esafety_content_", "esafety_downloads_",
                         "esafety_spool_", "esafety_incidents_raised_")):
         return "esafety_proxy"
@@ -350,6 +354,27 @@ def sensor_on_lo(tmp_path: Path) -> Iterator[Any]:
         proc.wait(timeout=20)
 
 
+@pytest.fixture
+def radius_server(tmp_path: Path) -> Iterator[Any]:
+    """`esafety radius run` (802.1X accounting), scraped as the esafety_radius job."""
+    procs: list[subprocess.Popen] = []
+
+    def start(metrics_port: int, database_url: str) -> None:
+        (tmp_path / "radius").mkdir()
+        (tmp_path / "radius" / "radius.secret").write_text("testing123\n")
+        policy = policy_with(tmp_path / "radius",
+                             "identity: {radius: {secret_file: radius.secret, clients: [127.0.0.1]}}")
+        env = {**os.environ, "ESAFETY_HOME": str(tmp_path / "radius-home"), "ESAFETY_DATABASE_URL": database_url}
+        procs.append(subprocess.Popen([sys.executable, "-m", "esafety.cli", "radius", "run", "--policy", str(policy),
+                                       "--listen", f"127.0.0.1:{free_port()}", "--metrics-port", str(metrics_port)],
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=PROJECT_ROOT, env=env))
+
+    yield start
+    for proc in procs:
+        proc.terminate()
+        proc.wait(timeout=20)
+
+
 def _bittorrent_peer(port: int) -> socket.socket:
     srv = socket.socket()
     srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -380,7 +405,8 @@ def _sensor_traffic(peer_port: int) -> None:
 
 
 def test_every_dashboard_and_alert_expression_returns_series(tmp_path: Path, prometheus, smtp,  # type: ignore[no-untyped-def]
-                                                             sensor_on_lo, monkeypatch: pytest.MonkeyPatch) -> None:
+                                                             sensor_on_lo, radius_server,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     assert os.geteuid() == 0, "the sensor captures on lo, which needs root (as tests/integration/test_sensor_live.py)"
     ports = prometheus.ports
     ctl, inbox = smtp
@@ -396,6 +422,7 @@ def test_every_dashboard_and_alert_expression_returns_series(tmp_path: Path, pro
         ports["esafety_proxy"] = proxy.metrics_port
         sensor_on_lo(ports["esafety_sensor"], peer_port)
         db = proxy.database_url
+        radius_server(ports["esafety_radius"], db)
         add_role_users(db)
         create_user(db, "bouncer", "staff", ["dsl"], email=BOUNCE, password=PASSWORD)
         record_sync(db, "roster", "roster.csv", None, ok=True, dry_run=False)  # the identity_sync gauges' rows

@@ -63,9 +63,9 @@ def test_an_unidentified_client_is_asked_to_sign_in(challenging: ProxyUnderTest)
 
 
 def test_a_tunnel_is_challenged_before_it_opens(challenging: ProxyUnderTest) -> None:
-    with pytest.raises(httpx.ProxyError, match="407"):
-        with httpx.Client(proxy=challenging.url, verify=False, timeout=10) as c:
-            c.get("https://www.facebook.com/")
+    with pytest.raises(httpx.ProxyError, match="407"), httpx.Client(proxy=challenging.url, verify=False,
+                                                                    timeout=10) as c:
+        c.get("https://www.facebook.com/")
 
 
 def test_signing_in_applies_the_persons_group_for_the_whole_tunnel(challenging: ProxyUnderTest) -> None:

@@ -189,7 +189,8 @@ def test_import_reimport_bad_rows_and_truncated_export(database_url: str, tmp_pa
     cut = write(tmp_path / "truncated.csv", second[:100])
     r = esafety(url, home, "roster", "import", cut)
     assert r.returncode == 1
-    assert "would retire or unlink 900 of 1000 people (90%, more than the 20% allowed by identity.roster.max_retire_share)" in r.stderr
+    assert ("would retire or unlink 900 of 1000 people (90%, more than the 20% allowed by "
+            "identity.roster.max_retire_share)") in r.stderr
     assert "use --force" in r.stderr
     assert snapshot(url) == good
     collect(url)  # the dashboard's metrics now say the last import was refused, and when one last worked
