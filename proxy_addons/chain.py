@@ -50,22 +50,13 @@ def _calls(name: str, handlers: Sequence[Callable[..., Any]], failsafe: Failsafe
             log.exception("failsafe failed", extra={"fields": {"hook": name, "handler": h.__qualname__}})
             args[0].kill()
 
-    if any(inspect.iscoroutinefunction(h) for h in handlers):
-        async def run_async(*args: Any) -> None:
-            for h in handlers:
-                try:
-                    res = h(*args)
-                    if inspect.isawaitable(res):
-                        await res
-                except Exception:
-                    failed(h, args)
-        return run_async
-
-    async def finish(pending: Any, h: Callable[..., Any], rest: Sequence[Callable[..., Any]], args: Any) -> None:
-        try:
-            await pending
-        except Exception:
-            failed(h, args)
+    async def run_from(rest: Sequence[Callable[..., Any]], args: Any, waiting: Callable[..., Any] | None = None,
+                       pending: Any = None) -> None:
+        if waiting is not None:
+            try:
+                await pending
+            except Exception:
+                failed(waiting, args)
         for h in rest:
             try:
                 res = h(*args)
@@ -73,6 +64,11 @@ def _calls(name: str, handlers: Sequence[Callable[..., Any]], failsafe: Failsafe
                     await res
             except Exception:
                 failed(h, args)
+
+    if any(inspect.iscoroutinefunction(h) for h in handlers):
+        async def run_async(*args: Any) -> None:
+            await run_from(handlers, args)
+        return run_async
 
     def run(*args: Any) -> Any:
         for i, h in enumerate(handlers):
@@ -84,7 +80,7 @@ def _calls(name: str, handlers: Sequence[Callable[..., Any]], failsafe: Failsafe
             if res is not None and inspect.isawaitable(res):
                 # A handler that must wait (a sign-in checked off the event loop) hands back an
                 # awaitable; mitmproxy awaits what a hook returns, and the later handlers run after it.
-                return finish(res, h, handlers[i + 1:], args)
+                return run_from(handlers[i + 1:], args, h, res)
         return None
     return run
 
