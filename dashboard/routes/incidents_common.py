@@ -11,9 +11,18 @@ from sqlalchemy.orm import Session
 
 from dashboard.policy_state import current_policy
 from dashboard.security import CurrentUser, db
+from esafety.incidents import queries
+from esafety.incidents.access import readable_queues
 from esafety.incidents.actions import Actor, Forbidden, Invalid, NotFound
 from esafety.incidents.states import TransitionError
 from esafety.policy.schema import Policy
+
+
+def queue_filter(request: Request, user: CurrentUser) -> tuple[queries.QueueFilter, frozenset[str]]:
+    """The queue's filters from the query string, limited to the queues this user may read."""
+    visible = readable_queues(user.roles)
+    params = {k: v for k, v in request.query_params.items() if k in queries.FILTER_PARAMS}
+    return queries.QueueFilter.parse(params, visible), visible
 
 
 def actor(user: CurrentUser) -> Actor:

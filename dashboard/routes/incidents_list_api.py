@@ -16,10 +16,10 @@ from typing import Any
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import JSONResponse
 
-from dashboard.routes.incidents_common import policy
+from dashboard.routes.incidents_common import policy, queue_filter
 from dashboard.security import CurrentUser, db, require_roles, security_headers
 from esafety.incidents import pupils, queries, sla
-from esafety.incidents.access import INCIDENT_ROLES, readable_queues
+from esafety.incidents.access import INCIDENT_ROLES
 from esafety.store.models import Incident
 
 router = APIRouter()
@@ -48,9 +48,7 @@ def _no_tokens(request: Request) -> None:
 
 @router.get("/api/incidents", dependencies=[Depends(_no_tokens)])
 def list_incidents(request: Request, user: CurrentUser = Depends(require_roles(*INCIDENT_ROLES))) -> JSONResponse:
-    visible = readable_queues(user.roles)
-    params = {k: v for k, v in request.query_params.items() if k in queries.FILTER_PARAMS}
-    f = queries.QueueFilter.parse(params, visible)
+    f, visible = queue_filter(request, user)
     pol = policy(request)
     with db(request) as s:
         page = queries.queue_page(s, f, visible, pol)

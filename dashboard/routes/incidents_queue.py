@@ -7,11 +7,11 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
-from dashboard.routes.incidents_common import policy
+from dashboard.routes.incidents_common import policy, queue_filter
 from dashboard.security import CurrentUser, db, require_roles
 from dashboard.templating import render
 from esafety.incidents import pupils, queries, sla
-from esafety.incidents.access import INCIDENT_ROLES, can_read_chronology, readable_queues
+from esafety.incidents.access import INCIDENT_ROLES, can_read_chronology
 from esafety.incidents.states import OPEN_STATES
 
 router = APIRouter()
@@ -19,9 +19,7 @@ router = APIRouter()
 
 @router.get("/incidents")
 def queue(request: Request, user: CurrentUser = Depends(require_roles(*INCIDENT_ROLES))) -> Response:
-    visible = readable_queues(user.roles)
-    params = {k: v for k, v in request.query_params.items() if k in queries.FILTER_PARAMS}
-    f = queries.QueueFilter.parse(params, visible)
+    f, visible = queue_filter(request, user)
     pol = policy(request)
     with db(request) as s:
         page = queries.queue_page(s, f, visible, pol)
