@@ -228,6 +228,11 @@ class RateLimited(Exception):
     pass
 
 
+# What the sign-in pages say when a directory person's password cannot be checked.
+DIRECTORY_DOWN = ("The school's directory cannot be reached just now, so your password could not be checked. "
+                  "Try again in a few minutes.")
+
+
 def _directory(request: Request) -> DirectorySettings | None:
     """The running policy's directory, which checks the passwords of people synced from it."""
     policy = current_policy(request.app)
@@ -235,7 +240,8 @@ def _directory(request: Request) -> DirectorySettings | None:
 
 
 def authenticate(request: Request, username: str, password: str) -> User | None:
-    """Check a password, counting failures; raises RateLimited before checking once over the limit."""
+    """Check a password, counting failures; raises RateLimited before checking once over the limit,
+    and DirectoryUnreachable (not counted as a failure) when the directory cannot be asked."""
     username, ip, now = username.strip()[:120], client_ip(request), datetime.now(UTC)
     since = now - RATE_WINDOW
     with db(request) as s:

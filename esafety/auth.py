@@ -32,6 +32,10 @@ def _dummy() -> str:
     return _hasher.hash("not-a-password")
 
 
+class DirectoryUnreachable(Exception):
+    """The password is the directory's and the directory cannot be asked: neither yes nor no."""
+
+
 def hash_password(password: str) -> str:
     return _hasher.hash(password)
 
@@ -47,7 +51,9 @@ def checked_by_directory(user: User) -> bool:
 
 def verify_user(database_url: str, username: str, password: str,
                 directory: DirectorySettings | None = None) -> User | None:
-    """The active user if the password is theirs, else None (also when the directory cannot be asked)."""
+    """The active user if the password is theirs, else None. Raises DirectoryUnreachable when the
+    password is the directory's and the directory does not answer (so the sign-in page can say so,
+    and the attempt does not count towards the account's lockout)."""
     with sessions(database_url)() as s:
         # Case-insensitive, as the proxy and the imports treat usernames (a directory's are lower-cased).
         user = s.scalar(select(User).where(func.lower(User.username) == username.lower(), User.active.is_(True)))
@@ -67,5 +73,5 @@ def verify_user(database_url: str, username: str, password: str,
         ok = directory_bind(directory).verify(user.username, password, user.directory_dn)
     except DirectoryUnavailable as exc:
         log.warning("directory sign-in could not be checked", extra={"fields": {"error": str(exc)}})
-        return None
+        raise DirectoryUnreachable(str(exc)) from exc
     return user if ok else None

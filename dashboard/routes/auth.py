@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import RedirectResponse, Response
 
 from dashboard.security import (
+    DIRECTORY_DOWN,
     CurrentUser,
     RateLimited,
     authenticate,
@@ -21,6 +22,7 @@ from dashboard.security import (
     start_session,
 )
 from dashboard.templating import render
+from esafety.auth import DirectoryUnreachable
 from esafety.incidents.access import INCIDENT_ROLES
 
 router = APIRouter()
@@ -73,6 +75,8 @@ def login(request: Request, username: str = Form(..., max_length=120), password:
         user = authenticate(request, username, password)
     except RateLimited:
         return _login_page(request, target, "Too many failed sign-ins. Wait 15 minutes and try again.", 429)
+    except DirectoryUnreachable:
+        return _login_page(request, target, DIRECTORY_DOWN, 503)
     if user is None:
         return _login_page(request, target, "Wrong username or password.", 401)
     resp = RedirectResponse(target, status_code=303)

@@ -37,6 +37,7 @@ from sqlalchemy.orm import Session
 
 from dashboard.policy_state import current_policy
 from dashboard.security import (
+    DIRECTORY_DOWN,
     RateLimited,
     authenticate,
     check_login_csrf,
@@ -48,6 +49,7 @@ from dashboard.security import (
 )
 from dashboard.templating import HERE, render
 from esafety import metrics
+from esafety.auth import DirectoryUnreachable
 from esafety.identity.portal import is_ip, load_key, verify_token
 from esafety.policy.schema import PortalSettings
 from esafety.store.models import IpBinding, User
@@ -220,6 +222,9 @@ def portal_signin(request: Request, username: str = Form("", max_length=120), pa
     except RateLimited:
         _audit("rate_limited", username, ip)
         return _page(request, "form", 429, error="Too many failed sign-ins. Wait 15 minutes and try again.", **form)
+    except DirectoryUnreachable:
+        _audit("directory_unreachable", username, ip)
+        return _page(request, "form", 503, error=DIRECTORY_DOWN, **form)
     if user is None:
         _audit("rejected", username, ip)
         return _page(request, "form", 401, error="Wrong username or password.", **form)

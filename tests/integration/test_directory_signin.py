@@ -13,6 +13,7 @@ from dashboard.app import create_app
 from esafety.config import load_settings
 from esafety.store.db import sessions
 from esafety.store.models import User
+from esafety.webauth import LoginAttempt
 from tests.support.dsl import login
 from tests.support.slapd import Slapd, directory_policy, running_slapd, sync_directory
 
@@ -53,6 +54,15 @@ def test_a_retired_pupil_cannot_sign_in(client: TestClient, slapd: Slapd, databa
     assert login(client, "oliver.jones", oliver.password).status_code == 401
 
 
-def test_sign_in_while_the_directory_is_down_fails_cleanly(client: TestClient, slapd: Slapd) -> None:
+def test_a_username_is_matched_whatever_its_case(client: TestClient, slapd: Slapd) -> None:
+    assert login(client, "Amelia.Smith", slapd.person("amelia.smith").password).status_code == 303
+
+
+def test_sign_in_while_the_directory_is_down_says_so_and_counts_no_failure(client: TestClient, slapd: Slapd,
+                                                                         database_url: str) -> None:
     slapd.stop()
-    assert login(client, "isla.taylor", slapd.person("isla.taylor").password).status_code == 401
+    for _ in range(6):  # more than the five failures that would lock the account
+        r = login(client, "isla.taylor", slapd.person("isla.taylor").password)
+        assert r.status_code == 503 and "directory cannot be reached" in r.text
+    with sessions(database_url)() as s:
+        assert s.query(LoginAttempt).filter(LoginAttempt.username == "isla.taylor").count() == 0
