@@ -55,6 +55,9 @@ def process_new(session: Session, policy: Policy | None, link_base: str, batch: 
 def _raised_event(inc: Incident, pattern_of: int | None = None) -> NewEvent:
     detail = {"ref": inc.ref, "source": inc.source, "category": inc.category, "level": inc.level,
               "queue": inc.queue, "evidence_sha256": evidence_digest(inc)}
+    if inc.subject_year_group is not None or inc.subject_tutor_group:
+        # The pupil's place when it happened, in the hash-chained history with the evidence.
+        detail["year_group"], detail["tutor_group"] = inc.subject_year_group, inc.subject_tutor_group or ""
     if pattern_of:
         detail["pattern_of"] = pattern_of
     return NewEvent(actor=SYSTEM, action="raised", incident_id=inc.id, subject=inc.subject, detail=detail)

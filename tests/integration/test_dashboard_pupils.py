@@ -13,12 +13,13 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import event
+from sqlalchemy import event, select
 
 from dashboard.app import create_app
 from esafety.incidents.ingest import ingest
 from esafety.incidents.model import IncidentReport
 from esafety.incidents.pipeline import run_until_done
+from esafety.incidents.tables import IncidentEvent
 from esafety.policy.loader import load_policy
 from esafety.store.db import get_engine, sessions
 from esafety.store.models import Incident
@@ -173,6 +174,15 @@ def test_incident_page_and_chronology_show_now_and_at_the_time(school: dict[str,
                   if len(r) == 2)
     assert (fields["pupil_name"], fields["year_group_now"], fields["tutor_group_now"]) == ("Amy Pond", "Year 9", "9RB")
     assert (fields["year_group_at_the_time"], fields["tutor_group_at_the_time"]) == ("Year 8", "8RB")
+
+    # The place at the time is in the hash-chained history too, where an edit of the row cannot hide it.
+    with sessions(url)() as s:
+        raised = s.scalar(select(IncidentEvent.detail).where(IncidentEvent.incident_id == ids["amy_harm"],
+                                                             IncidentEvent.action == "raised"))
+        assert raised and (raised["year_group"], raised["tutor_group"]) == (8, "8RB")
+        stranger = s.scalar(select(IncidentEvent.detail).where(IncidentEvent.incident_id == ids["stranger"],
+                                                               IncidentEvent.action == "raised"))
+        assert stranger is not None and "year_group" not in stranger
 
     # People with no year or tutor group show a plain dash, not "None" or an empty "Year".
     for key in ("stranger", "ip_only"):
