@@ -174,6 +174,9 @@ def decode(data: bytes, name: str) -> str:
                              "text; save the export again as CSV UTF-8"]) from None
 
 
+TITLE_LINES = 3  # lines above the header a report may add (a title, the date it was run)
+
+
 def _delimiter(first_line: str) -> str:
     return max(",\t;", key=first_line.count)
 
@@ -239,21 +242,31 @@ def _record(cols: _Columns, row: list[str], year_groups: Mapping[int, str], at: 
 def parse_roster(data: bytes, name: str, year_groups: Mapping[int, str]) -> list[PersonRecord]:
     """Every pupil in the export, or RosterInvalid with every problem found ("name:line: ...")."""
     text = decode(data, name)
-    first = next((ln for ln in text.splitlines() if ln.strip()), "")
+    # The delimiter the header uses: the line with the most of one, among the first few (a SIMS
+    # report may put a title line or two above the header).
+    heads = [ln for ln in text.splitlines()[:TITLE_LINES + 2] if ln.strip()]
+    first = max(heads, key=lambda ln: max(ln.count(d) for d in ",\t;"), default="")
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=_delimiter(first), strict=True)
     errors: list[str] = []
     records: list[PersonRecord] = []
     cols: _Columns | None = None
     width = 0
     seen: dict[tuple[str, str], int] = {}  # (what, value) -> the line it was first on
-    line = 1
+    line, titles, not_header = 1, 0, None
     try:
         for row in reader:
             at_line, line = line, reader.line_num + 1  # a quoted field may span lines: report its first
             if not any(c.strip() for c in row):
                 continue  # blank lines, and Excel's trailing ",,,,"
             if cols is None:
-                cols, width = _columns(row, name, at_line), len(row)
+                try:
+                    cols, width = _columns(row, name, at_line), len(row)
+                except RosterInvalid as exc:
+                    # A title above the header ("Student List - 04/12/2026") has a field or two.
+                    if titles < TITLE_LINES and sum(1 for c in row if c.strip()) <= 2:
+                        titles, not_header = titles + 1, not_header or exc
+                        continue
+                    raise not_header or exc from None
                 continue
             at = f"{name}:{at_line}"
 
@@ -276,6 +289,8 @@ def parse_roster(data: bytes, name: str, year_groups: Mapping[int, str]) -> list
     except csv.Error as exc:
         errors.append(f"{name}:{reader.line_num}: not valid CSV ({exc})")
     if cols is None and not errors:
+        if not_header is not None:
+            raise not_header
         errors.append(f"{name}:1: the file is empty (no header row)")
     if errors:
         raise RosterInvalid(errors)

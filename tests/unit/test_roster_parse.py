@@ -136,6 +136,22 @@ def test_one_bad_row_among_many_returns_nothing(tmp_path: Path) -> None:
     assert errors_of(f) == [f"{f}:119: year 'Year Eight' is not a year group (like 8, Year 8, Y8, R, N1)"]
 
 
+def test_a_report_title_above_the_header_is_passed_over(tmp_path: Path) -> None:
+    text = ("Student List - Example Academy\n"
+            "Run on 04/12/2026 06:00,\n"
+            "\n"
+            "Adno,Legal Surname,Forename,Year,Reg,Username\n"
+            "001234,Jones,Zoe,8,8RB,zoe.jones\n")
+    (zoe,) = read_roster(write(tmp_path, "titled.csv", text), YEARS)
+    assert (zoe.username, zoe.year_group, zoe.where) == ("zoe.jones", 8, f"{tmp_path / 'titled.csv'}:5")
+
+
+def test_a_file_with_no_header_says_so_at_its_first_line(tmp_path: Path) -> None:
+    f = write(tmp_path, "titles.csv", "Student List\nRun on 04/12/2026\n")
+    errors = errors_of(f)
+    assert errors[0].startswith(f"{f}:1: no username column") and errors[1].startswith(f"{f}:1: no year column")
+
+
 def test_missing_username_column_says_which_header_was_expected(tmp_path: Path) -> None:
     f = write(tmp_path, "nouser.csv", "Adno,UPN,Legal Surname,Forename,Year,Reg\n1,,A,Ann,8,8A\n")
     assert errors_of(f) == [f"{f}:1: no username column (expected a header like 'username', 'user name', 'login'; "
