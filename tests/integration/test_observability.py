@@ -138,7 +138,7 @@ def test_configs_pass_promtool_and_amtool(tmp_path: Path) -> None:
                                                                                      "uid": "prometheus"}
             assert p["targets"] and all(t["expr"] and t["refId"] for t in p["targets"]), (path, p["title"])
     assert {p.stem for p in DASHBOARDS.glob("*.json")} == {"overview", "filtering", "safeguarding", "devices",
-                                                          "registrations", "sensor"}
+                                                          "registrations", "sensor", "identity"}
 
 
 # -- the live stack ---------------------------------------------------------------------------------
@@ -224,6 +224,8 @@ def owner(name: str) -> str:
         return "esafety_sensor"
     if name.startswith("esafety_radius_"):
         return "esafety_radius"
+    if name.startswith("esafety_identity_") and not name.startswith("esafety_identity_sync_"):
+        return "esafety_proxy"  # the proxy's identity tables (the syncs' outcome is read by the dashboard)
     if name.startswith(("esafety_proxy_", "esafety_policy_", "esafety_content_", "esafety_downloads_",
                         "esafety_spool_", "esafety_incidents_raised_")):
         return "esafety_proxy"
@@ -260,6 +262,8 @@ def _proxy_traffic(p: ProxyUnderTest) -> None:
         assert c.get("https://www.google.co.uk/search?q=how+to+Self+Harm+without+anyone+knowing").status_code == 200
         assert c.get("https://break.test/").status_code == 403, "fail-closed for pupils"
         assert c.get("https://files.example.org/downloads/setup.exe").status_code == 403
+    with p.client(auth=("dsl", PASSWORD)) as c:  # a proxy sign-in: the store's password (basic: local)
+        assert c.get("https://www.example.org/signed-in").status_code == 200
     with socket.create_connection(("127.0.0.1", p.port), timeout=5) as s:
         s.sendall(b"CONNECT ssh.example.org:22 HTTP/1.1\r\nHost: ssh.example.org:22\r\n\r\n")
         assert s.recv(4096).startswith(b"HTTP/1.1 403")
@@ -360,14 +364,26 @@ def radius_server(tmp_path: Path) -> Iterator[Any]:
     procs: list[subprocess.Popen] = []
 
     def start(metrics_port: int, database_url: str) -> None:
+        listen = free_port()
         (tmp_path / "radius").mkdir()
         (tmp_path / "radius" / "radius.secret").write_text("testing123\n")
         policy = policy_with(tmp_path / "radius",
                              "identity: {radius: {secret_file: radius.secret, clients: [127.0.0.1]}}")
         env = {**os.environ, "ESAFETY_HOME": str(tmp_path / "radius-home"), "ESAFETY_DATABASE_URL": database_url}
         procs.append(subprocess.Popen([sys.executable, "-m", "esafety.cli", "radius", "run", "--policy", str(policy),
-                                       "--listen", f"127.0.0.1:{free_port()}", "--metrics-port", str(metrics_port)],
+                                       "--listen", f"127.0.0.1:{listen}", "--metrics-port", str(metrics_port)],
                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=PROJECT_ROOT, env=env))
+
+        def counted() -> bool:  # a datagram that is no RADIUS packet: counted as malformed
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+                u.sendto(b"not radius", ("127.0.0.1", listen))
+            try:
+                text = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=2).text
+            except httpx.HTTPError:
+                return False
+            return "esafety_radius_packets_total{" in text
+
+        assert wait_for(counted, timeout=20, interval=0.5), "the RADIUS listener counted nothing"
 
     yield start
     for proc in procs:
