@@ -15,6 +15,7 @@ import logging
 import signal
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from mitmproxy import ctx, exceptions
@@ -43,6 +44,9 @@ class Runtime:
         self._watch_sig = ""
         self._compiled_from: tuple[str, str] | None = None  # (policy, home) the engine was built from
         self.dashboard_url = load_settings().dashboard_url
+        # Called with each newly compiled engine before it is swapped in: one that raises rejects
+        # the reload, so a part the new policy breaks (an unreadable keytab) keeps the running one.
+        self.prepare: list[Callable[[Engine], None]] = []
 
     def load(self, loader) -> None:  # type: ignore[no-untyped-def]
         s = load_settings()
@@ -103,7 +107,9 @@ class Runtime:
         with self._reload_lock:
             try:
                 engine = self._compile()
-            except (PolicyInvalid, EngineError, OSError, ValueError) as exc:
+                for step in self.prepare:
+                    step(engine)
+            except Exception as exc:  # PolicyInvalid, EngineError, OSError, or a part's own
                 metrics.POLICY_RELOADS.labels(result="failure").inc()
                 errors = [str(e) for e in getattr(exc, "errors", [exc])]
                 log.error("policy reload rejected; keeping the running policy",

@@ -26,6 +26,7 @@ from mitmproxy.proxy.mode_specs import RegularMode, Socks5Mode, UpstreamMode
 
 from esafety import metrics
 from esafety.identity.resolver import MISS, BasicVerifier, Identity, IdentityResolver, VerifierUnavailable
+from esafety.policy.engine import Engine
 from esafety.policy.schema import IdentitySettings
 from proxy_addons.flowstate import KEY, REQUEST_HEADERS, FlowState, read_headers
 from proxy_addons.runtime import Runtime
@@ -97,6 +98,7 @@ class SignIn:
         self._pending: dict[bytes, asyncio.Future[Identity | None]] = {}  # one check per credential at a time
         self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="proxy-signin")
         self._portal_key: bytes | None = None
+        rt.prepare.append(self._prepare)
 
     # -- lifecycle ------------------------------------------------------------------------------------
 
@@ -116,27 +118,29 @@ class SignIn:
         self._conn.pop(client.id, None)
 
     def _current(self) -> Backends:
-        """The backends of the running policy; rebuilt when a reload brings a new identity section
-        (if that fails, the previous ones stay and the error is logged)."""
-        engine, resolver = self.rt.engine, self.rt.identity
-        assert engine is not None and resolver is not None
-        settings = engine.policy.identity
+        """The backends of the running policy (a reload builds its own first: _prepare)."""
+        engine = self.rt.engine
+        assert engine is not None
         b = self._backends
-        if b is None or b.settings is not settings:
-            try:
-                b = build_backends(settings, resolver, engine.policy.school,
-                                   urlsplit(self.rt.dashboard_url).hostname or "")
-                if settings.unidentified != "default" and self._portal_key is None:
-                    from esafety.identity.portal import load_key  # noqa: PLC0415
+        if b is None or b.settings is not engine.policy.identity:
+            b = self._backends = self._build(engine)
+        return b
 
-                    self._portal_key = load_key(self.rt.home)  # a damaged key file stops the start, not a request
-            except Exception:
-                if self._backends is None:
-                    raise
-                log.exception("identity settings of the new policy rejected; keeping the running ones")
-                b = self._backends
-                object.__setattr__(b, "settings", settings)  # do not try again on every request
-            self._backends = b
+    def _prepare(self, engine: Engine) -> None:
+        """A reload's new identity settings, built before the policy is swapped in: if they fail
+        (a keytab that cannot be read), the reload is rejected and the running policy stays."""
+        if self._backends is None or self._backends.settings is not engine.policy.identity:
+            self._backends = self._build(engine)
+
+    def _build(self, engine: Engine) -> Backends:
+        resolver = self.rt.identity
+        assert resolver is not None
+        settings = engine.policy.identity
+        b = build_backends(settings, resolver, engine.policy.school, urlsplit(self.rt.dashboard_url).hostname or "")
+        if settings.unidentified != "default" and self._portal_key is None:
+            from esafety.identity.portal import load_key  # noqa: PLC0415
+
+            self._portal_key = load_key(self.rt.home)  # a damaged key file stops the start, not a request
         return b
 
     # -- hooks ----------------------------------------------------------------------------------------

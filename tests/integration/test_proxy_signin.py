@@ -154,3 +154,24 @@ def test_a_keytab_that_cannot_be_read_stops_the_start(tmp_path: Path) -> None:
     """)
     with pytest.raises(RuntimeError, match="identity settings rejected"):
         start_proxy(tmp_path, policy=policy)
+
+
+def test_a_reload_that_breaks_sign_in_is_rejected_and_the_running_policy_stays(tmp_path: Path) -> None:
+    policy = policy_with(tmp_path, """
+        identity:
+          unidentified: challenge
+          proxy_auth: {basic: local}
+    """)
+    p = start_proxy(tmp_path, policy=policy)
+    try:
+        broken = "proxy_auth: {basic: local, negotiate: true, keytab: gone.keytab}"
+        policy.write_text(policy.read_text().replace("proxy_auth: {basic: local}", broken))
+        assert wait_for(lambda: _metric(p, "esafety_policy_reloads_total", result="failure") >= 1)
+        assert "keytab" in p.log()
+        with httpx.Client(proxy=p.url, timeout=10) as c:
+            r = c.get("http://www.example.org/", headers=HTML)
+        # Still the running settings: Basic only, no Negotiate offered from a keytab nobody can read.
+        assert r.status_code == 407 and r.headers.get_list("proxy-authenticate") == [
+            'Basic realm="Example Academy web filter", charset="UTF-8"']
+    finally:
+        p.stop()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from mitmproxy.proxy.layers import http as _http  # noqa: F401 - defines the request hook the Chain looks up
 from mitmproxy.test import tflow
 
 from proxy_addons.chain import Chain
