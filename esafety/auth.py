@@ -67,7 +67,8 @@ def verify_user(database_url: str, username: str, password: str,
     if not by_directory:
         return user if user and user.password_hash else None
     assert user is not None and directory is not None
-    from esafety.identity.directory import DirectoryUnavailable, directory_bind  # noqa: PLC0415 - ldap3 on demand
+    from esafety.identity.directory import DirectoryUnavailable  # noqa: PLC0415 - ldap3 on demand
+    from esafety.identity.directory_bind import directory_bind  # noqa: PLC0415
 
     try:
         ok = directory_bind(directory).verify(user.username, password, user.directory_dn)

@@ -72,7 +72,8 @@ def build_backends(settings: IdentitySettings, resolver: IdentityResolver, schoo
 
 
 def _directory_verifier(settings: IdentitySettings, resolver: IdentityResolver) -> BasicVerifier:
-    from esafety.identity.directory import DirectoryBind, DirectoryUnavailable  # noqa: PLC0415
+    from esafety.identity.directory import DirectoryUnavailable  # noqa: PLC0415 - ldap3 only when asked for
+    from esafety.identity.directory_bind import DirectoryBind  # noqa: PLC0415
 
     assert settings.directory is not None
     bind = DirectoryBind(settings.directory)

@@ -7,8 +7,7 @@ gets the policy group of the first mapping whose directory group holds them, els
 else is left out (counted). Disabled AD accounts (userAccountControl bit 2) are left out, so
 they are retired like leavers.
 
-`DirectoryBind(settings).verify(username, password, dn)` is the sign-in check for people without a
-local password (proxy Basic, dashboard, captive portal). It blocks: call it off the event loop.
+The sign-in check by bind is in esafety/identity/directory_bind.py.
 
 Errors say which server and what it answered, for the IT technician reading the log:
 `DirectoryUnavailable` (cannot connect, TLS, timeout: try again later) and `DirectoryError` (the
@@ -17,37 +16,24 @@ configuration or the service account is wrong: someone must fix it).
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import hmac
 import logging
-import os
-import queue
 import re
 import ssl
-import threading
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from functools import lru_cache
-from typing import TypeVar
 
 import ldap3
 from ldap3.core.exceptions import (
-    LDAPBindError,
     LDAPCommunicationError,
     LDAPException,
-    LDAPSessionTerminatedByServerError,
     LDAPStartTLSError,
 )
-from ldap3.utils.conv import escape_filter_chars
 
 from esafety.identity.people import PersonRecord
 from esafety.identity.roster import upn_problem
 from esafety.policy.schema import DirectorySettings
 
 log = logging.getLogger("esafety.identity.directory")
-_T = TypeVar("_T")
 
 PAGED_RESULTS = "1.2.840.113556.1.4.319"
 ACCOUNT_DISABLE = 0x2  # userAccountControl: AD's "account disabled" bit
@@ -83,7 +69,7 @@ class DirectoryRead:
 # -- connecting ---------------------------------------------------------------------------------------
 
 
-def _server(settings: DirectorySettings) -> ldap3.Server:
+def ldap_server(settings: DirectorySettings) -> ldap3.Server:
     url = settings.url.strip().rstrip("/")
     tls = None
     if url.lower().startswith("ldaps://") or settings.start_tls:
@@ -94,7 +80,7 @@ def _server(settings: DirectorySettings) -> ldap3.Server:
     return ldap3.Server(url, tls=tls, get_info=ldap3.NONE, connect_timeout=settings.timeout_seconds)
 
 
-def _connection(settings: DirectorySettings, server: ldap3.Server, user: str | None = None,
+def ldap_connection(settings: DirectorySettings, server: ldap3.Server, user: str | None = None,
                 password: str | None = None) -> ldap3.Connection:
     """An open (not yet bound) connection, StartTLS done when configured."""
     conn = ldap3.Connection(server, user=user, password=password, receive_timeout=settings.timeout_seconds,
@@ -103,15 +89,15 @@ def _connection(settings: DirectorySettings, server: ldap3.Server, user: str | N
     try:
         conn.open()
         if settings.start_tls and not conn.start_tls():
-            raise DirectoryUnavailable(f"StartTLS with the directory at {settings.url} failed: {_said(conn)}")
+            raise DirectoryUnavailable(f"StartTLS with the directory at {settings.url} failed: {server_said(conn)}")
     except LDAPStartTLSError as exc:
-        raise DirectoryUnavailable(_unreachable(settings, exc)) from exc
+        raise DirectoryUnavailable(unreachable_message(settings, exc)) from exc
     except LDAPCommunicationError as exc:
-        raise DirectoryUnavailable(_unreachable(settings, exc)) from exc
+        raise DirectoryUnavailable(unreachable_message(settings, exc)) from exc
     return conn
 
 
-def _unreachable(settings: DirectorySettings, exc: Exception) -> str:
+def unreachable_message(settings: DirectorySettings, exc: Exception) -> str:
     text = str(exc)
     tls = _tls_problem(text)
     if tls:
@@ -133,7 +119,7 @@ def _tls_problem(text: str) -> str | None:
     return "TLS handshake error" if "ssl" in text.lower() and "wrap" in text.lower() else None
 
 
-def _said(conn: ldap3.Connection) -> str:
+def server_said(conn: ldap3.Connection) -> str:
     r = conn.result or {}
     text = f"{r.get('description', 'no result')} ({r.get('result', '?')})"
     message = (r.get("message") or "").strip()
@@ -161,16 +147,16 @@ def read_bind_password(settings: DirectorySettings) -> str:
 def service_connection(settings: DirectorySettings, server: ldap3.Server | None = None) -> ldap3.Connection:
     """Connected and bound as the service account (bind_dn), or raises with what the server said."""
     password = read_bind_password(settings)
-    conn = _connection(settings, server or _server(settings), settings.bind_dn or None, password or None)
+    conn = ldap_connection(settings, server or ldap_server(settings), settings.bind_dn or None, password or None)
     try:
         ok = conn.bind()
     except LDAPCommunicationError as exc:
-        raise DirectoryUnavailable(_unreachable(settings, exc)) from exc
+        raise DirectoryUnavailable(unreachable_message(settings, exc)) from exc
     except LDAPException as exc:
         raise DirectoryError(f"bind refused for the service account {settings.bind_dn!r} at {settings.url}: "
                              f"{exc}") from exc
     if not ok:
-        said = _said(conn)
+        said = server_said(conn)
         conn.unbind()
         if (conn.result or {}).get("result") in (BUSY, UNAVAILABLE):
             raise DirectoryUnavailable(f"the directory at {settings.url} is not serving binds: {said}")
@@ -244,7 +230,7 @@ def paged_search(conn: ldap3.Connection, settings: DirectorySettings, base: str,
             conn.search(clean_dn(base), search_filter, ldap3.SUBTREE, attributes=attributes,
                         paged_size=settings.page_size, paged_cookie=cookie)
         except LDAPCommunicationError as exc:
-            raise DirectoryUnavailable(_unreachable(settings, exc)) from exc
+            raise DirectoryUnavailable(unreachable_message(settings, exc)) from exc
         except LDAPException as exc:  # e.g. a filter ldap3 cannot parse
             raise DirectoryError(f"search of {base!r} at {settings.url} failed: {exc}") from exc
         result = conn.result or {}
@@ -252,7 +238,7 @@ def paged_search(conn: ldap3.Connection, settings: DirectorySettings, base: str,
             raise DirectoryError(f"user base {base!r} does not exist at {settings.url} (noSuchObject): "
                                  "fix identity.directory.user_bases")
         if result.get("result") != 0:
-            raise DirectoryError(f"search of {base!r} at {settings.url} was refused: {_said(conn)}")
+            raise DirectoryError(f"search of {base!r} at {settings.url} was refused: {server_said(conn)}")
         if on_page:
             on_page()
         for entry in conn.response or []:
@@ -275,7 +261,7 @@ def _group_members(conn: ldap3.Connection, settings: DirectorySettings) -> dict[
         try:
             conn.search(clean_dn(mapping.dn), "(objectClass=*)", ldap3.BASE, attributes=[settings.member_attribute])
         except LDAPCommunicationError as exc:
-            raise DirectoryUnavailable(_unreachable(settings, exc)) from exc
+            raise DirectoryUnavailable(unreachable_message(settings, exc)) from exc
         except LDAPException as exc:  # a DN ldap3 cannot parse
             raise DirectoryError(f"the mapped group {mapping.dn!r}: {exc}: fix identity.directory.groups") from exc
         if (conn.result or {}).get("result") == NO_SUCH_OBJECT or not conn.response:
@@ -284,7 +270,7 @@ def _group_members(conn: ldap3.Connection, settings: DirectorySettings) -> dict[
                                  f"{settings.url}, or the service account cannot read it: "
                                  "fix identity.directory.groups")
         if (conn.result or {}).get("result") != 0:
-            raise DirectoryError(f"reading the group {mapping.dn!r} at {settings.url} was refused: {_said(conn)}")
+            raise DirectoryError(f"reading the group {mapping.dn!r} at {settings.url} was refused: {server_said(conn)}")
         values = _attrs(conn.response[0]).get(settings.member_attribute.lower(), [])
         out[key] = {v.strip().lower() if by_uid else normal_dn(v) for v in values}
     return out
@@ -361,143 +347,3 @@ def read_people(settings: DirectorySettings, on_page: Callable[[], None] | None 
     finally:
         conn.unbind()
     return read
-
-
-# -- sign-in by bind ----------------------------------------------------------------------------------
-
-
-class DirectoryBind:
-    """Checks a person's password by binding as them. Thread-safe; keeps a few connections open.
-
-    A failed bind counts towards the account's lockout in AD, and a browser repeats a wrong
-    password on every request: a refused (dn, password) is remembered for `negative_ttl` seconds
-    (as a keyed digest, never the password) and answered False without asking the server again.
-    """
-
-    def __init__(self, settings: DirectorySettings, pool_size: int = 4, negative_ttl: float = 30.0):
-        self.settings = settings
-        self._pool: queue.LifoQueue[ldap3.Connection] = queue.LifoQueue(maxsize=pool_size)
-        self._dn_filter = f"(&{_wrap(settings.user_filter)}({settings.username_attribute}={{}}))"
-        self._negative_ttl = negative_ttl
-        self._refused: dict[bytes, float] = {}
-        self._refused_lock = threading.Lock()
-        self._key = os.urandom(32)
-
-    def verify(self, username: str, password: str, dn: str | None = None) -> bool:
-        """True if the directory accepts the password; False if it refuses it, or knows no such person.
-
-        Raises DirectoryUnavailable when it cannot be asked (down, timeout, service account refused)."""
-        # An empty password is an unauthenticated bind (RFC 4513 5.1.2), which AD and many servers
-        # answer with success: never send one.
-        if not password or not username or "\x00" in password:
-            return False
-        digest = hmac.new(self._key, f"{username}\x00{dn}\x00{password}".encode(), hashlib.sha256).digest()
-        if self._recently_refused(digest):
-            return False
-        ok = self._with_connection(lambda conn: self._bind(conn, username, password, dn))
-        if not ok:
-            with self._refused_lock:
-                if len(self._refused) > 10_000:
-                    self._refused.clear()
-                self._refused[digest] = time.monotonic() + self._negative_ttl
-        return ok
-
-    def close(self) -> None:
-        while True:
-            try:
-                self._pool.get_nowait().unbind()
-            except queue.Empty:
-                return
-            except LDAPException:
-                continue
-
-    # -- inside --------------------------------------------------------------------------------------
-
-    def _recently_refused(self, digest: bytes) -> bool:
-        with self._refused_lock:
-            until = self._refused.get(digest)
-            if until is None:
-                return False
-            if until < time.monotonic():
-                del self._refused[digest]
-                return False
-            return True
-
-    def _with_connection(self, work: Callable[[ldap3.Connection], _T]) -> _T:
-        # A pooled connection may have been closed by the server (AD drops idle ones after 15 min):
-        # one retry on a fresh connection before calling the directory unavailable.
-        for attempt in (1, 2):
-            try:
-                conn = self._pool.get_nowait()
-            except queue.Empty:
-                # A new Server each time: ldap3's remembers an address that failed and skips it for a while.
-                conn = _connection(self.settings, _server(self.settings))  # raises DirectoryUnavailable
-            try:
-                value = work(conn)
-            except LDAPCommunicationError as exc:
-                _close(conn)
-                if attempt == 2:
-                    raise DirectoryUnavailable(_unreachable(self.settings, exc)) from exc
-                continue
-            except DirectoryError as exc:  # the service account's bind, for find_dn: cannot check now
-                _close(conn)
-                raise DirectoryUnavailable(str(exc)) from exc
-            except BaseException:
-                _close(conn)
-                raise
-            try:
-                self._pool.put_nowait(conn)
-            except queue.Full:
-                _close(conn)
-            return value
-        raise AssertionError("unreachable")
-
-    def _bind(self, conn: ldap3.Connection, username: str, password: str, dn: str | None) -> bool:
-        if dn is None:
-            dn = self._find_dn(conn, username)
-            if dn is None:
-                return False
-        if _rebind(conn, dn, password):
-            return True
-        code = (conn.result or {}).get("result")
-        if code in (BUSY, UNAVAILABLE):
-            raise DirectoryUnavailable(f"the directory at {self.settings.url} is not serving binds: {_said(conn)}")
-        if code != INVALID_CREDENTIALS:
-            log.info("directory refused a sign-in", extra={"fields": {"result": _said(conn)}})
-        return False
-
-    def _find_dn(self, conn: ldap3.Connection, username: str) -> str | None:
-        """The DN of `username` under user_bases, found by the service account; None if not exactly one."""
-        password = read_bind_password(self.settings)
-        if not _rebind(conn, self.settings.bind_dn or None, password or None):
-            raise DirectoryError(f"bind refused for the service account {self.settings.bind_dn!r} at "
-                                 f"{self.settings.url}: {_said(conn)}")
-        found: list[str] = []
-        flt = self._dn_filter.format(escape_filter_chars(username))
-        for base in self.settings.user_bases:
-            conn.search(clean_dn(base), flt, ldap3.SUBTREE, attributes=["1.1"], size_limit=2)  # 1.1: no attributes
-            found.extend(e["dn"] for e in conn.response or [] if e.get("type") == "searchResEntry")
-        return found[0] if len(found) == 1 else None
-
-
-def _rebind(conn: ldap3.Connection, user: str | None, password: str | None) -> bool:
-    try:
-        return bool(conn.rebind(user=user, password=password, read_server_info=False))
-    except LDAPBindError as exc:  # ldap3's word, in a rebind, for "the server closed the connection"
-        raise LDAPSessionTerminatedByServerError(str(exc)) from exc
-
-
-def _wrap(flt: str) -> str:
-    flt = flt.strip()
-    return flt if flt.startswith("(") else f"({flt})"
-
-
-def _close(conn: ldap3.Connection) -> None:
-    with contextlib.suppress(LDAPException):
-        conn.unbind()
-
-
-@lru_cache(maxsize=8)
-def directory_bind(settings: DirectorySettings) -> DirectoryBind:
-    """One DirectoryBind (and its connection pool) per directory configuration, per process."""
-    return DirectoryBind(settings)

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from esafety.identity.directory import DirectoryBind, DirectoryUnavailable, read_people
+from esafety.identity.directory import DirectoryUnavailable, read_people
+from esafety.identity.directory_bind import DirectoryBind
 from esafety.policy.loader import load_policy
 from esafety.policy.schema import DirectorySettings
 from tests.conftest import free_port

@@ -24,7 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import create_engine, text
 
 from esafety.identity import Identity, IdentityResolver
-from esafety.identity.radius import ACCT_STATUS_TYPE, START, USER_NAME, encode_request
+from esafety.identity.radius_packets import ACCT_STATUS_TYPE, START, USER_NAME, encode_request
 from esafety.store.db import sessions, upgrade
 from esafety.store.models import IpBinding, User
 from tests.conftest import PG_ADMIN_URL, ROOT, drop_pg_database, free_port

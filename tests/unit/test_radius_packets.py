@@ -17,7 +17,7 @@ import pytest
 from pyrad.dictionary import Dictionary
 from pyrad.packet import AccountingResponse, AcctPacket
 
-from esafety.identity.radius import (
+from esafety.identity.radius_packets import (
     ACCT_SESSION_ID,
     ACCT_STATUS_TYPE,
     FRAMED_IP_ADDRESS,
